@@ -1,0 +1,161 @@
+//! Golden JSON fixtures for every message, and the generated RabbitMQ definitions file.
+//!
+//! Each fixture in `tests/fixtures/<type>.json` is the exact body a v1 producer writes. The test
+//! decodes it, re-encodes it and compares, so a change to a wire type that would break a reader
+//! in the field fails here first. Set `UPDATE_FIXTURES=1` to (re)write missing fixtures.
+
+use std::path::PathBuf;
+
+use contracts::commands::*;
+use contracts::events::*;
+use contracts::order::{Address, StockLine};
+use contracts::replies::*;
+use contracts::topology::{QueueType, Topology};
+use contracts::{Command, DecodeError, Event, Message, Reply};
+use uuid::Uuid;
+
+fn order_id() -> Uuid {
+    Uuid::parse_str("01936f3e-6a4b-7c2d-9e8f-0123456789ab").unwrap()
+}
+
+fn address() -> Address {
+    Address {
+        name: "Ada Lovelace".into(),
+        line1: "1 Main St".into(),
+        line2: None,
+        city: "Berlin".into(),
+        postal_code: "10115".into(),
+        country: "DE".into(),
+    }
+}
+
+fn lines() -> Vec<StockLine> {
+    vec![StockLine { sku: "SKU-0001".into(), quantity: 2 }]
+}
+
+fn commands() -> Vec<Command> {
+    let order_id = order_id();
+    vec![
+        Command::ReserveInventory(ReserveInventory { order_id, items: lines() }),
+        Command::ReleaseInventory(ReleaseInventory { order_id }),
+        Command::CommitInventory(CommitInventory { order_id }),
+        Command::AuthorizePayment(AuthorizePayment {
+            order_id,
+            customer_id: "c-42".into(),
+            amount_cents: 3998,
+            currency: "EUR".into(),
+        }),
+        Command::VoidPayment(VoidPayment { order_id }),
+        Command::CapturePayment(CapturePayment { order_id }),
+        Command::ScheduleShipment(ScheduleShipment { order_id, address: address(), items: lines() }),
+    ]
+}
+
+fn replies() -> Vec<Reply> {
+    let order_id = order_id();
+    let rejected = |code: &str| Rejected { order_id, code: code.into(), reason: format!("{code} (example)") };
+    vec![
+        Reply::InventoryReserved(InventoryReserved { order_id }),
+        Reply::InventoryRejected(rejected("out_of_stock")),
+        Reply::InventoryReleased(Done { order_id }),
+        Reply::InventoryCommitted(Done { order_id }),
+        Reply::PaymentAuthorized(PaymentAuthorized { order_id, authorization_id: "auth-1".into() }),
+        Reply::PaymentDeclined(rejected("limit_exceeded")),
+        Reply::PaymentVoided(Done { order_id }),
+        Reply::PaymentCaptured(Done { order_id }),
+        Reply::ShipmentScheduled(ShipmentScheduled {
+            order_id,
+            shipment_id: order_id,
+            tracking_number: "TRK-1".into(),
+        }),
+        Reply::ShipmentRejected(rejected("unsupported_destination")),
+    ]
+}
+
+fn events() -> Vec<Event> {
+    let order_id = order_id();
+    vec![
+        Event::OrderCompleted(OrderCompleted { order_id, customer_id: "c-42".into(), total_cents: 3998, currency: "EUR".into() }),
+        Event::OrderCompensated(OrderCompensated { order_id, customer_id: "c-42".into(), reason: "payment declined".into() }),
+        Event::OrderFailed(OrderFailed { order_id, customer_id: "c-42".into(), reason: "void timed out".into() }),
+    ]
+}
+
+fn fixture_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(format!("{name}.json"))
+}
+
+fn check_golden<M: Message + PartialEq + std::fmt::Debug>(messages: Vec<M>) {
+    let mut seen: Vec<&str> = messages.iter().map(|m| m.message_type()).collect();
+    seen.sort_unstable();
+    let mut all = M::all_types().to_vec();
+    all.sort_unstable();
+    assert_eq!(seen, all, "every message type needs a golden fixture");
+    for message in messages {
+        let ty = message.message_type();
+        let path = fixture_path(ty);
+        let encoded: serde_json::Value = serde_json::from_slice(&message.encode()).unwrap();
+        if !path.exists() && std::env::var_os("UPDATE_FIXTURES").is_some() {
+            std::fs::write(&path, serde_json::to_string_pretty(&encoded).unwrap() + "\n").unwrap();
+        }
+        let golden = std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()));
+        let decoded = M::decode(ty, 1, &golden).unwrap_or_else(|e| panic!("{ty}: {e}"));
+        assert_eq!(decoded, message, "{ty}: fixture decodes to a different value");
+        let golden_value: serde_json::Value = serde_json::from_slice(&golden).unwrap();
+        assert_eq!(encoded, golden_value, "{ty}: encoding drifted from the fixture");
+    }
+}
+
+#[test]
+fn commands_match_their_golden_fixtures() {
+    check_golden(commands());
+}
+
+#[test]
+fn replies_match_their_golden_fixtures() {
+    check_golden(replies());
+}
+
+#[test]
+fn events_match_their_golden_fixtures() {
+    check_golden(events());
+}
+
+#[test]
+fn unknown_type_missing_field_and_future_schema_are_refused() {
+    assert!(matches!(Command::decode("inventory.explode", 1, b"{}"), Err(DecodeError::UnknownType(_))));
+    assert!(matches!(Command::decode("inventory.release", 1, b"{}"), Err(DecodeError::Body { .. })));
+    assert!(matches!(Command::decode("inventory.release", 1, b"not json"), Err(DecodeError::Body { .. })));
+    let body = Command::ReleaseInventory(ReleaseInventory { order_id: order_id() }).encode();
+    assert!(matches!(Command::decode("inventory.release", 99, &body), Err(DecodeError::UnsupportedSchemaVersion(99))));
+    // A reply type is not a command.
+    assert!(matches!(Command::decode("inventory.reserved", 1, &body), Err(DecodeError::UnknownType(_))));
+}
+
+#[test]
+fn additive_fields_are_tolerated_by_readers() {
+    let body = br#"{"order_id":"01936f3e-6a4b-7c2d-9e8f-0123456789ab","added_later":true}"#;
+    assert!(Command::decode("inventory.release", 1, body).is_ok());
+}
+
+#[test]
+fn commands_route_to_their_participant() {
+    for c in commands() {
+        assert!(c.message_type().starts_with(c.participant()));
+    }
+}
+
+#[test]
+fn deploy_definitions_file_equals_the_code() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../infra/deploy/rabbitmq/definitions.json");
+    let generated = Topology::new(QueueType::Classic, 5).definitions_json("/");
+    let text = serde_json::to_string_pretty(&generated).unwrap() + "\n";
+    if std::env::var_os("UPDATE_FIXTURES").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &text).unwrap();
+    }
+    let on_disk = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_FIXTURES=1 to generate)", path.display()));
+    let on_disk: serde_json::Value = serde_json::from_str(&on_disk).unwrap();
+    assert_eq!(on_disk, generated, "infra/deploy/rabbitmq/definitions.json drifted from contracts::topology; regenerate with UPDATE_FIXTURES=1 cargo test -p contracts");
+}
