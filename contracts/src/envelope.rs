@@ -19,6 +19,11 @@ pub mod headers {
     pub const IDEMPOTENCY_KEY: &str = "idempotency_key";
     /// Our own delivery attempt counter (1 = first). Never rely on `x-death` counts.
     pub const ATTEMPT: &str = "attempt";
+    /// How many times the transport has tried to handle this delivery (1 = first). Counted by us,
+    /// not by the broker's `x-death`, and carried through delayed retry rounds.
+    pub const DELIVERY_ATTEMPT: &str = "x-delivery-attempt";
+    /// The last transient error, on a message parked for a delayed retry.
+    pub const LAST_ERROR: &str = "x-last-error";
     /// Why a message was dead-lettered: a stable code such as `undecodable`.
     pub const DEAD_LETTER_REASON: &str = "x-dead-letter-reason";
     /// Human-readable error that sent the message to its dead-letter queue.

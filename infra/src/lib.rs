@@ -1,1 +1,29 @@
-//! placeholder
+//! `infra`: the plumbing every process of the platform stands on. It knows no saga and no
+//! business rule.
+//!
+//! Layout:
+//! - [`config`]: typed settings from environment variables, validated once at start.
+//! - [`telemetry`]: tracing setup; [`metrics`]: the Prometheus registry and shared metric families.
+//! - [`amqp`]: the RabbitMQ transport: connection pool, topology declaration, confirmed publisher,
+//!   consumer loop that turns a handler's [`amqp::Outcome`] into ack / delayed retry / dead letter.
+//! - [`db`]: PostgreSQL pool and migrations; [`outbox`]: transactional outbox and its relay;
+//!   [`inbox`]: dedupe records of handled messages.
+//! - [`participant`]: the command/event handling loop participants share: decode, dedupe,
+//!   handle in one transaction with the reply, hand the outcome to the transport.
+//! - [`http`]: health, readiness, `/metrics`, `problem+json` errors, serving with graceful shutdown.
+//! - [`platform`]: wires the above into one process and runs it until a shutdown signal.
+//! - [`shutdown`]: SIGTERM/SIGINT into a cancellation token.
+
+pub mod amqp;
+pub mod config;
+pub mod db;
+pub mod http;
+pub mod inbox;
+pub mod metrics;
+pub mod outbox;
+pub mod participant;
+pub mod platform;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use tokio_util::sync::CancellationToken;

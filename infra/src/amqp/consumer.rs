@@ -1,0 +1,287 @@
+//! The consume loop. It takes deliveries from one queue (bounded by `prefetch`), gives each to a
+//! [`DeliveryHandler`] as an [`Incoming`] view, and acts on the [`Outcome`] it returns: ack, park
+//! for a delayed retry round, or dead-letter with reason headers. Handlers never see the channel.
+//!
+//! The loop survives everything but shutdown: a broken connection or channel is logged and
+//! replaced (deliveries not yet acknowledged come back from the broker, and handlers are
+//! idempotent); a handler that fails returns an outcome instead of ending the loop.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use contracts::envelope::headers;
+use contracts::topology::{DEAD_LETTER_EXCHANGE, RETRY_EXCHANGE};
+use futures_util::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, info_span};
+
+use super::codec::{HeaderValue, Incoming, rfc3339, with_headers};
+use super::{Broker, Publisher};
+use crate::metrics::Metrics;
+
+/// What the transport should do with a delivery once its handler is done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Handled (or recognised as a duplicate): acknowledge.
+    Ack,
+    /// Failed for a reason that may pass (database down, broker hiccup, dependency unavailable):
+    /// park it on the queue's retry route for a delay, then try again; after the configured number
+    /// of rounds it goes to the dead-letter queue with this reason.
+    Retry { reason: String },
+    /// Cannot ever succeed (undecodable, unknown type, handler refused): dead-letter now.
+    DeadLetter { code: &'static str, error: String },
+}
+
+/// Handles one delivery. Implemented by the participants' processor and the orchestrator.
+pub trait DeliveryHandler: Send + Sync + 'static {
+    fn handle(&self, message: &Incoming) -> impl Future<Output = Outcome> + Send;
+}
+
+/// Where and how to consume.
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    pub queue: String,
+    pub prefetch: u16,
+    pub retry_delay: Duration,
+    pub max_retry_rounds: u32,
+    pub shutdown_timeout: Duration,
+}
+
+/// Consume `config.queue` until `shutdown` is cancelled, then drain in-flight deliveries under
+/// the shutdown deadline.
+pub async fn run<H: DeliveryHandler>(
+    broker: Broker,
+    publisher: Arc<Publisher>,
+    config: ConsumerConfig,
+    handler: Arc<H>,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(100);
+    let in_flight = TaskTracker::new();
+    while !shutdown.is_cancelled() {
+        match session(&broker, &publisher, &config, &handler, &metrics, &shutdown, &in_flight).await {
+            Ok(()) => break,
+            Err(error) => {
+                tracing::warn!(queue = %config.queue, %error, retry_in = ?backoff, "consumer lost its channel; reconnecting");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(backoff) => {},
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    in_flight.close();
+    if tokio::time::timeout(config.shutdown_timeout, in_flight.wait()).await.is_err() {
+        tracing::warn!(queue = %config.queue, "in-flight deliveries did not finish before the shutdown deadline; the broker will redeliver them");
+    }
+    tracing::info!(queue = %config.queue, "consumer stopped");
+}
+
+/// One channel's life: consume until shutdown (Ok) or until the channel breaks (Err).
+async fn session<H: DeliveryHandler>(
+    broker: &Broker,
+    publisher: &Arc<Publisher>,
+    config: &ConsumerConfig,
+    handler: &Arc<H>,
+    metrics: &Metrics,
+    shutdown: &CancellationToken,
+    in_flight: &TaskTracker,
+) -> Result<(), String> {
+    let channel = broker.channel().await.map_err(|e| e.to_string())?;
+    channel
+        .basic_qos(config.prefetch, BasicQosOptions::default())
+        .await
+        .map_err(|e| format!("basic.qos: {e}"))?;
+    let mut consumer = channel
+        .basic_consume(
+            config.queue.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| format!("basic.consume on {}: {e}", config.queue))?;
+    let tag = consumer.tag();
+    tracing::info!(queue = %config.queue, prefetch = config.prefetch, "consuming");
+    let result = loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                let _ = channel.basic_cancel(tag.clone(), BasicCancelOptions::default()).await;
+                break Ok(());
+            }
+            next = consumer.next() => match next {
+                Some(Ok(delivery)) => {
+                    let task = handle_one(delivery, publisher.clone(), config.clone(), handler.clone(), metrics.clone());
+                    in_flight.spawn(task);
+                }
+                Some(Err(e)) => break Err(format!("delivery stream: {e}")),
+                None => break Err("consumer cancelled by the broker".to_owned()),
+            }
+        }
+    };
+    if result.is_ok() {
+        // Let in-flight work ack on this channel before closing it.
+        let _ = tokio::time::timeout(config.shutdown_timeout, async {
+            in_flight.close();
+            in_flight.wait().await;
+        })
+        .await;
+        let _ = channel.close(200, "shutdown".into()).await;
+    }
+    result
+}
+
+async fn handle_one<H: DeliveryHandler>(
+    delivery: Delivery,
+    publisher: Arc<Publisher>,
+    config: ConsumerConfig,
+    handler: Arc<H>,
+    metrics: Metrics,
+) {
+    let started = Instant::now();
+    let queue = config.queue.as_str();
+    let p = &delivery.properties;
+    let span = info_span!(
+        "message",
+        queue,
+        message_id = p.message_id().as_ref().map(|s| s.as_str()).unwrap_or(""),
+        message_type = p.kind().as_ref().map(|s| s.as_str()).unwrap_or(""),
+        saga_id = p.correlation_id().as_ref().map(|s| s.as_str()).unwrap_or(""),
+    );
+    async {
+        metrics.consumed.with_label_values(&[queue]).inc();
+        let incoming = Incoming {
+            exchange: delivery.exchange.to_string(),
+            routing_key: delivery.routing_key.to_string(),
+            redelivered: delivery.redelivered,
+            properties: delivery.properties.clone(),
+            body: delivery.data.clone(),
+        };
+        let outcome = handler.handle(&incoming).await;
+        let settled = settle(&delivery, &incoming, outcome, &publisher, &config, &metrics).await;
+        if let Err(error) = settled {
+            // The broker redelivers what we could not settle; handlers are idempotent.
+            tracing::warn!(%error, "could not settle delivery; it will be redelivered");
+        }
+        metrics.handle_seconds.with_label_values(&[queue]).observe(started.elapsed().as_secs_f64());
+    }
+    .instrument(span)
+    .await;
+}
+
+/// Turn an outcome into broker operations.
+async fn settle(
+    delivery: &Delivery,
+    incoming: &Incoming,
+    outcome: Outcome,
+    publisher: &Publisher,
+    config: &ConsumerConfig,
+    metrics: &Metrics,
+) -> Result<(), String> {
+    let queue = config.queue.as_str();
+    let attempt = incoming.header_int(headers::DELIVERY_ATTEMPT).unwrap_or(1).max(1);
+    let (code, error) = match outcome {
+        Outcome::Ack => {
+            delivery.ack(BasicAckOptions::default()).await.map_err(|e| format!("ack: {e}"))?;
+            metrics.acked.with_label_values(&[queue]).inc();
+            return Ok(());
+        }
+        Outcome::Retry { reason } if attempt <= i64::from(config.max_retry_rounds) => {
+            tracing::warn!(attempt, %reason, delay = ?config.retry_delay, "transient failure; parking for a delayed retry");
+            let now = rfc3339(Utc::now());
+            let props = with_headers(
+                incoming.properties.clone(),
+                &[
+                    (headers::DELIVERY_ATTEMPT.into(), HeaderValue::Int(attempt + 1)),
+                    (headers::LAST_ERROR.into(), HeaderValue::Str(truncate(&reason))),
+                    (headers::FIRST_FAILURE_AT.into(), HeaderValue::Str(incoming.header_str(headers::FIRST_FAILURE_AT).unwrap_or_else(|| now.clone()))),
+                    (headers::LAST_FAILURE_AT.into(), HeaderValue::Str(now)),
+                    (headers::ORIGINAL_EXCHANGE.into(), HeaderValue::Str(original_exchange(incoming))),
+                    (headers::ORIGINAL_ROUTING_KEY.into(), HeaderValue::Str(original_routing_key(incoming))),
+                ],
+            )
+            .with_expiration(config.retry_delay.as_millis().to_string().into());
+            match publisher.publish_raw(RETRY_EXCHANGE, queue, true, props, &incoming.body).await {
+                Ok(()) => {
+                    delivery.ack(BasicAckOptions::default()).await.map_err(|e| format!("ack: {e}"))?;
+                    metrics.retried.with_label_values(&[queue]).inc();
+                    return Ok(());
+                }
+                Err(e) => {
+                    // Could not park it: give it back to the queue instead of losing it.
+                    delivery
+                        .nack(BasicNackOptions { requeue: true, ..Default::default() })
+                        .await
+                        .map_err(|e| format!("nack: {e}"))?;
+                    return Err(format!("retry publish failed: {e}"));
+                }
+            }
+        }
+        Outcome::Retry { reason } => ("retries_exhausted", reason),
+        Outcome::DeadLetter { code, error } => (code, error),
+    };
+    tracing::error!(reason = code, %error, attempt, "dead-lettering message");
+    let now = rfc3339(Utc::now());
+    let props = with_headers(
+        incoming.properties.clone(),
+        &[
+            (headers::DEAD_LETTER_REASON.into(), HeaderValue::Str(code.to_owned())),
+            (headers::DEAD_LETTER_ERROR.into(), HeaderValue::Str(truncate(&error))),
+            (headers::DEAD_LETTER_QUEUE.into(), HeaderValue::Str(queue.to_owned())),
+            (headers::DELIVERY_ATTEMPT.into(), HeaderValue::Int(attempt)),
+            (headers::FIRST_FAILURE_AT.into(), HeaderValue::Str(incoming.header_str(headers::FIRST_FAILURE_AT).unwrap_or_else(|| now.clone()))),
+            (headers::LAST_FAILURE_AT.into(), HeaderValue::Str(now)),
+            (headers::ORIGINAL_EXCHANGE.into(), HeaderValue::Str(original_exchange(incoming))),
+            (headers::ORIGINAL_ROUTING_KEY.into(), HeaderValue::Str(original_routing_key(incoming))),
+        ],
+    );
+    match publisher.publish_raw(DEAD_LETTER_EXCHANGE, queue, true, props, &incoming.body).await {
+        Ok(()) => {
+            delivery.ack(BasicAckOptions::default()).await.map_err(|e| format!("ack: {e}"))?;
+            metrics.dead_lettered.with_label_values(&[queue, code]).inc();
+            Ok(())
+        }
+        Err(e) => {
+            delivery
+                .nack(BasicNackOptions { requeue: true, ..Default::default() })
+                .await
+                .map_err(|e| format!("nack: {e}"))?;
+            Err(format!("dead-letter publish failed: {e}"))
+        }
+    }
+}
+
+/// The exchange the message was first published to (a retried message arrives from the default
+/// exchange, so the first value recorded wins).
+fn original_exchange(incoming: &Incoming) -> String {
+    incoming
+        .header_str(headers::ORIGINAL_EXCHANGE)
+        .unwrap_or_else(|| incoming.exchange.clone())
+}
+
+fn original_routing_key(incoming: &Incoming) -> String {
+    incoming
+        .header_str(headers::ORIGINAL_ROUTING_KEY)
+        .unwrap_or_else(|| incoming.routing_key.clone())
+}
+
+/// Header values stay readable: errors are cut at 1 KiB (on a char boundary).
+fn truncate(s: &str) -> String {
+    const MAX: usize = 1024;
+    if s.len() <= MAX {
+        return s.to_owned();
+    }
+    let mut end = MAX;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}

@@ -1,0 +1,27 @@
+//! PostgreSQL: the connection pool and migrations. Every process applies the plumbing's own
+//! migrations (outbox, inbox; tracked in `_infra_migrations`) and then its own (tracked in
+//! `_sqlx_migrations`) at start. Migrations take an advisory lock, so instances may start together.
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::migrate::{MigrateError, Migrator};
+use sqlx::postgres::PgPoolOptions;
+
+/// Connect a pool of at most `size` connections.
+pub async fn connect(url: &str, size: u32) -> Result<PgPool, sqlx::Error> {
+    PgPoolOptions::new()
+        .max_connections(size)
+        .min_connections(1)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(url)
+        .await
+}
+
+/// Apply the plumbing's migrations, then the service's.
+pub async fn migrate(pool: &PgPool, service: &Migrator) -> Result<(), MigrateError> {
+    let mut infra = sqlx::migrate!("./migrations");
+    infra.dangerous_set_table_name("_infra_migrations");
+    infra.run(pool).await?;
+    service.run(pool).await
+}

@@ -1,0 +1,208 @@
+//! HTTP basics every process shares: `/health/live`, `/health/ready` (database and broker
+//! reachable, plus any extra checks a process adds), `/metrics`, `application/problem+json` errors
+//! (RFC 9457), a JSON extractor whose rejections are problems too, and serving with graceful
+//! shutdown.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::amqp::Broker;
+use crate::metrics::Metrics;
+
+/// An RFC 9457 problem. Client mistakes are 4xx with a `detail` that says what to fix; a 5xx never
+/// carries internals (they go to the log).
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    #[serde(skip)]
+    pub status: StatusCode,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status_code: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// Field-level errors for validation problems: `[{"field": "items[0].quantity", "message": "..."}]`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl Problem {
+    pub fn new(status: StatusCode, kind: &str, title: &str) -> Self {
+        Problem {
+            status,
+            kind: format!("urn:saga:problem:{kind}"),
+            title: title.to_owned(),
+            status_code: status.as_u16(),
+            detail: None,
+            errors: Vec::new(),
+        }
+    }
+
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Problem::new(StatusCode::BAD_REQUEST, "bad-request", "Bad request").detail(detail)
+    }
+
+    pub fn validation(errors: Vec<FieldError>) -> Self {
+        let mut p = Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "validation", "The request is not valid")
+            .detail(format!("{} field(s) are invalid", errors.len()));
+        p.errors = errors;
+        p
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Problem::new(StatusCode::NOT_FOUND, "not-found", "Not found").detail(detail)
+    }
+
+    /// A server-side failure; the cause is logged here, never sent.
+    pub fn internal(cause: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "request failed");
+        Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error")
+            .detail("the server could not complete the request; it has been logged")
+    }
+
+    pub fn unavailable(detail: impl Into<String>) -> Self {
+        Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable").detail(detail)
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = self.status;
+        let mut body = serde_json::to_value(&self).unwrap_or(Value::Null);
+        // RFC 9457 calls the member `status`; keep the struct field name out of the wire.
+        if let Value::Object(map) = &mut body {
+            if let Some(code) = map.remove("status_code") {
+                map.insert("status".into(), code);
+            }
+        }
+        (status, [(header::CONTENT_TYPE, "application/problem+json")], body.to_string()).into_response()
+    }
+}
+
+impl From<sqlx::Error> for Problem {
+    fn from(e: sqlx::Error) -> Self {
+        Problem::internal(&e)
+    }
+}
+
+/// `Json<T>` whose rejections (wrong content type, syntax error, missing field, body too large)
+/// are `problem+json` with a detail that names the mistake.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(ApiJson(v)),
+            Err(rejection) => Err(json_problem(rejection)),
+        }
+    }
+}
+
+fn json_problem(rejection: JsonRejection) -> Problem {
+    let status = rejection.status();
+    let detail = rejection.body_text();
+    match rejection {
+        JsonRejection::MissingJsonContentType(_) => {
+            Problem::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "Expected application/json").detail(detail)
+        }
+        JsonRejection::JsonDataError(_) => Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-body", "The body does not match the schema").detail(detail),
+        JsonRejection::JsonSyntaxError(_) => Problem::bad_request(detail),
+        _ if status == StatusCode::PAYLOAD_TOO_LARGE => {
+            Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "too-large", "Request body too large").detail(detail)
+        }
+        _ => Problem::new(status, "bad-request", "Bad request").detail(detail),
+    }
+}
+
+/// A named readiness check: `Ok(detail)` when ready, `Err(detail)` when not.
+pub type Check = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<Value, String>> + Send>> + Send + Sync>;
+
+/// What `/health/ready` looks at.
+#[derive(Clone)]
+pub struct Health {
+    pub db: PgPool,
+    pub broker: Broker,
+    pub metrics: Metrics,
+    pub extra: Vec<(&'static str, Check)>,
+}
+
+/// `/health/live`, `/health/ready` and `/metrics`.
+pub fn health_routes(health: Health) -> Router {
+    Router::new()
+        .route("/health/live", get(|| async { Json(json!({"status": "live"})) }))
+        .route("/health/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .with_state(health)
+}
+
+async fn ready(State(h): State<Health>) -> Response {
+    let mut checks = serde_json::Map::new();
+    let mut ok = true;
+    let db = sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&h.db).await;
+    checks.insert("database".into(), json!(if db.is_ok() { "ok" } else { "unreachable" }));
+    ok &= db.is_ok();
+    let broker = h.broker.is_reachable().await;
+    checks.insert("broker".into(), json!(if broker { "ok" } else { "unreachable" }));
+    ok &= broker;
+    for (name, check) in &h.extra {
+        match check().await {
+            Ok(detail) => {
+                checks.insert((*name).into(), detail);
+            }
+            Err(detail) => {
+                ok = false;
+                checks.insert((*name).into(), json!(detail));
+            }
+        }
+    }
+    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(json!({"status": if ok { "ready" } else { "not_ready" }, "checks": checks}))).into_response()
+}
+
+async fn metrics(State(h): State<Health>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], h.metrics.render()).into_response()
+}
+
+/// Unknown routes answer a problem, not an empty 404.
+pub async fn fallback() -> Problem {
+    Problem::not_found("no such endpoint")
+}
+
+/// Serve until `shutdown`, then stop accepting and let open requests finish.
+pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) -> std::io::Result<()> {
+    axum::serve(listener, router.fallback(fallback))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}

@@ -1,0 +1,304 @@
+//! The transactional outbox and its relay.
+//!
+//! Writers call [`enqueue`] inside the transaction that changes their state; the rows become
+//! visible on commit, and a `NOTIFY outbox` (sent by the same statement, delivered on commit)
+//! wakes the relays of every process on this database. After committing, a writer in this
+//! process also calls [`OutboxWaker::wake`] so the local relay starts at once.
+//!
+//! The [`Relay`] claims rows with `FOR UPDATE SKIP LOCKED` (several relays may run), only a
+//! saga's oldest row (so a saga's messages go out in order), publishes the batch with confirms,
+//! deletes what the broker confirmed, and puts back what failed with a backoff, so one bad row
+//! never stalls the rest. It also polls slowly, because `LISTEN` misses notifications sent while
+//! it reconnects.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use contracts::Meta;
+use sqlx::postgres::PgListener;
+use sqlx::{PgConnection, PgPool};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::amqp::{Outgoing, Publisher};
+use crate::metrics::Metrics;
+
+/// The `LISTEN`/`NOTIFY` channel the relays wait on.
+pub const CHANNEL: &str = "outbox";
+
+/// Queue `messages` in the outbox inside the caller's transaction (one statement, one round trip).
+pub async fn enqueue(conn: &mut PgConnection, messages: &[Outgoing]) -> Result<(), sqlx::Error> {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    let mut c = Columns::default();
+    for m in messages {
+        c.push(m);
+    }
+    sqlx::query(
+        "WITH ins AS (
+            INSERT INTO outbox (message_id, saga_id, exchange, routing_key, mandatory, message_type, causation_id,
+                                idempotency_key, attempt, traceparent, schema_version, created_at, body)
+            SELECT m, s, e, r, md, t, c, k, a, tp, v, ts, b
+            FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::bool[], $6::text[], $7::uuid[],
+                        $8::text[], $9::int4[], $10::text[], $11::int4[], $12::timestamptz[], $13::bytea[])
+                 WITH ORDINALITY AS u(m, s, e, r, md, t, c, k, a, tp, v, ts, b, n)
+            ORDER BY n
+            RETURNING 1
+         )
+         SELECT pg_notify('outbox', '') FROM (SELECT count(*) FROM ins) AS done",
+    )
+    .bind(c.message_id)
+    .bind(c.saga_id)
+    .bind(c.exchange)
+    .bind(c.routing_key)
+    .bind(c.mandatory)
+    .bind(c.message_type)
+    .bind(c.causation_id)
+    .bind(c.idempotency_key)
+    .bind(c.attempt)
+    .bind(c.traceparent)
+    .bind(c.schema_version)
+    .bind(c.created_at)
+    .bind(c.body)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Column arrays for `UNNEST`.
+#[derive(Default)]
+struct Columns {
+    message_id: Vec<Uuid>,
+    saga_id: Vec<Uuid>,
+    exchange: Vec<String>,
+    routing_key: Vec<String>,
+    mandatory: Vec<bool>,
+    message_type: Vec<String>,
+    causation_id: Vec<Option<Uuid>>,
+    idempotency_key: Vec<Option<String>>,
+    attempt: Vec<i32>,
+    traceparent: Vec<Option<String>>,
+    schema_version: Vec<i32>,
+    created_at: Vec<DateTime<Utc>>,
+    body: Vec<Vec<u8>>,
+}
+
+impl Columns {
+    fn push(&mut self, m: &Outgoing) {
+        self.message_id.push(m.meta.message_id);
+        self.saga_id.push(m.meta.saga_id);
+        self.exchange.push(m.exchange.clone());
+        self.routing_key.push(m.routing_key.clone());
+        self.mandatory.push(m.mandatory);
+        self.message_type.push(m.meta.message_type.clone());
+        self.causation_id.push(m.meta.causation_id);
+        self.idempotency_key.push(m.meta.idempotency_key.clone());
+        self.attempt.push(i32::try_from(m.meta.attempt).unwrap_or(i32::MAX));
+        self.traceparent.push(m.meta.traceparent.clone());
+        self.schema_version.push(i32::try_from(m.meta.schema_version).unwrap_or(1));
+        self.created_at.push(m.meta.timestamp);
+        self.body.push(m.body.clone());
+    }
+}
+
+/// Wakes this process's relay right after a commit that queued messages. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct OutboxWaker(Arc<Notify>);
+
+impl OutboxWaker {
+    pub fn wake(&self) {
+        self.0.notify_one();
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: i64,
+    message_id: Uuid,
+    saga_id: Uuid,
+    exchange: String,
+    routing_key: String,
+    mandatory: bool,
+    message_type: String,
+    causation_id: Option<Uuid>,
+    idempotency_key: Option<String>,
+    attempt: i32,
+    traceparent: Option<String>,
+    schema_version: i32,
+    created_at: DateTime<Utc>,
+    body: Vec<u8>,
+    publish_attempts: i32,
+}
+
+impl Row {
+    fn to_outgoing(&self) -> Outgoing {
+        Outgoing {
+            exchange: self.exchange.clone(),
+            routing_key: self.routing_key.clone(),
+            mandatory: self.mandatory,
+            meta: Meta {
+                message_id: self.message_id,
+                saga_id: self.saga_id,
+                message_type: self.message_type.clone(),
+                timestamp: self.created_at,
+                causation_id: self.causation_id,
+                schema_version: u32::try_from(self.schema_version).unwrap_or(1),
+                traceparent: self.traceparent.clone(),
+                idempotency_key: self.idempotency_key.clone(),
+                attempt: u32::try_from(self.attempt).unwrap_or(1),
+            },
+            body: self.body.clone(),
+            extra_headers: Vec::new(),
+        }
+    }
+}
+
+/// Publishes the outbox. One per process; several processes may share a database.
+pub struct Relay {
+    pub pool: PgPool,
+    pub publisher: Arc<Publisher>,
+    pub waker: OutboxWaker,
+    pub metrics: Metrics,
+    pub batch_size: i64,
+    pub poll_interval: Duration,
+}
+
+impl Relay {
+    /// Run until `shutdown`; the batch in hand is finished first.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut listener = match PgListener::connect_with(&self.pool).await {
+            Ok(mut l) => match l.listen(CHANNEL).await {
+                Ok(()) => Some(l),
+                Err(error) => {
+                    tracing::warn!(%error, "outbox relay cannot LISTEN; polling only");
+                    None
+                }
+            },
+            Err(error) => {
+                tracing::warn!(%error, "outbox relay cannot connect a listener; polling only");
+                None
+            }
+        };
+        let mut last_sample = Instant::now() - self.poll_interval;
+        loop {
+            self.drain().await;
+            if last_sample.elapsed() >= self.poll_interval {
+                self.sample_pending().await;
+                last_sample = Instant::now();
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = self.waker.0.notified() => {},
+                _ = tokio::time::sleep(self.poll_interval) => {},
+                n = recv(&mut listener) => {
+                    if let Err(error) = n {
+                        tracing::warn!(%error, "outbox listener failed; it reconnects, polling covers the gap");
+                    }
+                },
+            }
+        }
+        // Publish what the last in-flight work committed before stopping.
+        self.drain().await;
+        tracing::info!("outbox relay stopped");
+    }
+
+    /// Publish until the outbox has nothing ready.
+    pub async fn drain(&self) {
+        loop {
+            match self.publish_batch().await {
+                Ok(n) if n < self.batch_size as usize => return,
+                Ok(_) => continue,
+                Err(error) => {
+                    tracing::warn!(%error, "outbox batch failed; will try again");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Claim, publish and settle one batch. Returns how many rows were claimed.
+    async fn publish_batch(&self) -> Result<usize, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let rows: Vec<Row> = sqlx::query_as(
+            "DELETE FROM outbox WHERE id IN (
+                SELECT o.id FROM outbox o
+                WHERE o.next_attempt_at <= now()
+                  AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.saga_id = o.saga_id AND p.id < o.id)
+                ORDER BY o.id
+                LIMIT $1
+                FOR UPDATE SKIP LOCKED)
+             RETURNING id, message_id, saga_id, exchange, routing_key, mandatory, message_type, causation_id,
+                       idempotency_key, attempt, traceparent, schema_version, created_at, body, publish_attempts",
+        )
+        .bind(self.batch_size)
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            tx.commit().await?;
+            return Ok(0);
+        }
+        let mut rows = rows;
+        rows.sort_by_key(|r| r.id);
+        let started = Instant::now();
+        let messages: Vec<Outgoing> = rows.iter().map(Row::to_outgoing).collect();
+        let results = self.publisher.publish_batch(&messages).await;
+        self.metrics.outbox_publish_seconds.observe(started.elapsed().as_secs_f64());
+        for (row, result) in rows.iter().zip(&results) {
+            match result {
+                Ok(()) => self.metrics.outbox_published.inc(),
+                Err(error) => {
+                    self.metrics.outbox_failures.with_label_values(&[error.code()]).inc();
+                    tracing::warn!(saga_id = %row.saga_id, message_id = %row.message_id, message_type = %row.message_type,
+                                   attempts = row.publish_attempts + 1, %error, "outbox publish failed; row kept for a later try");
+                    // Put the row back, same id (so per-saga order holds), with a backoff.
+                    let backoff_ms = 100_i64 << row.publish_attempts.clamp(0, 6);
+                    sqlx::query(
+                        "INSERT INTO outbox (id, message_id, saga_id, exchange, routing_key, mandatory, message_type, causation_id,
+                                             idempotency_key, attempt, traceparent, schema_version, created_at, body,
+                                             publish_attempts, next_attempt_at, last_error)
+                         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15, now() + make_interval(secs => $16::float8 / 1000), $17)",
+                    )
+                    .bind(row.id)
+                    .bind(row.message_id)
+                    .bind(row.saga_id)
+                    .bind(&row.exchange)
+                    .bind(&row.routing_key)
+                    .bind(row.mandatory)
+                    .bind(&row.message_type)
+                    .bind(row.causation_id)
+                    .bind(&row.idempotency_key)
+                    .bind(row.attempt)
+                    .bind(&row.traceparent)
+                    .bind(row.schema_version)
+                    .bind(row.created_at)
+                    .bind(&row.body)
+                    .bind(row.publish_attempts + 1)
+                    .bind(backoff_ms as f64)
+                    .bind(error.to_string())
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(rows.len())
+    }
+
+    async fn sample_pending(&self) {
+        match sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox").fetch_one(&self.pool).await {
+            Ok(n) => self.metrics.outbox_pending.set(n),
+            Err(error) => tracing::debug!(%error, "cannot count outbox rows"),
+        }
+    }
+}
+
+/// Wait for a notification; never resolves without a listener (polling then does the work).
+async fn recv(listener: &mut Option<PgListener>) -> Result<(), sqlx::Error> {
+    match listener {
+        Some(l) => l.recv().await.map(|_| ()),
+        None => std::future::pending().await,
+    }
+}

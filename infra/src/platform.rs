@@ -1,0 +1,215 @@
+//! One process, wired: [`Platform`] holds the plumbing (database pool, broker, publisher, outbox
+//! waker, metrics) and [`App`] runs a process made of it: an HTTP server, consumers, the outbox
+//! relay and any background jobs, until a shutdown signal.
+//!
+//! Shutdown order: the token stops intake (HTTP stops accepting, consumers cancel, jobs stop);
+//! in-flight work drains under `shutdown_timeout`; then the relay publishes what that work
+//! committed, and stops.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use axum::Router;
+use contracts::topology::Topology;
+use sqlx::PgPool;
+use sqlx::migrate::{MigrateError, Migrator};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::amqp::consumer::{self, ConsumerConfig};
+use crate::amqp::{Broker, DeliveryHandler, Publisher, TransportError, topology};
+use crate::config::{Settings, redact_url};
+use crate::http::{self, Check, Health};
+use crate::metrics::Metrics;
+use crate::outbox::{OutboxWaker, Relay};
+
+/// Why a process could not start. Each names what to check.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot connect to PostgreSQL at {url}: {source}")]
+    Database {
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("cannot apply migrations: {0}")]
+    Migrate(#[from] MigrateError),
+    #[error("cannot reach RabbitMQ at {url}: {source}")]
+    Broker {
+        url: String,
+        #[source]
+        source: TransportError,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The plumbing of one process.
+#[derive(Clone)]
+pub struct Platform {
+    pub settings: Settings,
+    pub db: PgPool,
+    pub broker: Broker,
+    pub publisher: Arc<Publisher>,
+    pub waker: OutboxWaker,
+    pub metrics: Metrics,
+    pub topology: Topology,
+}
+
+impl Platform {
+    /// Connect to the database and apply migrations, connect to the broker and declare the
+    /// topology. Fails with a clear error if either is unreachable.
+    pub async fn start(settings: Settings, migrator: &Migrator) -> Result<Self, StartupError> {
+        let db = crate::db::connect(&settings.database_url, settings.db_pool_size)
+            .await
+            .map_err(|source| StartupError::Database { url: redact_url(&settings.database_url), source })?;
+        crate::db::migrate(&db, migrator).await?;
+        let broker_error = |source| StartupError::Broker { url: redact_url(&settings.amqp_url), source };
+        let broker = Broker::new(&settings.amqp_url, settings.amqp_pool_size, &settings.service).map_err(broker_error)?;
+        let topology = Topology::new(settings.queue_type, settings.delivery_limit);
+        topology::declare(&broker, &topology).await.map_err(broker_error)?;
+        let publisher = Arc::new(Publisher::new(broker.clone()));
+        tracing::info!(service = %settings.service, database = %redact_url(&settings.database_url),
+                       broker = %redact_url(&settings.amqp_url), "connected; migrations applied; topology declared");
+        Ok(Platform {
+            settings,
+            db,
+            broker,
+            publisher,
+            waker: OutboxWaker::default(),
+            metrics: Metrics::new(),
+            topology,
+        })
+    }
+
+    pub fn relay(&self) -> Relay {
+        Relay {
+            pool: self.db.clone(),
+            publisher: self.publisher.clone(),
+            waker: self.waker.clone(),
+            metrics: self.metrics.clone(),
+            batch_size: self.settings.relay_batch_size,
+            poll_interval: self.settings.relay_poll_interval,
+        }
+    }
+
+    pub fn consumer_config(&self, queue: &str) -> ConsumerConfig {
+        ConsumerConfig {
+            queue: queue.to_owned(),
+            prefetch: self.settings.prefetch,
+            retry_delay: self.settings.retry_delay,
+            max_retry_rounds: self.settings.max_retry_rounds,
+            shutdown_timeout: self.settings.shutdown_timeout,
+        }
+    }
+}
+
+type Job = Box<dyn FnOnce(CancellationToken) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+
+/// A runnable process: HTTP, consumers, background jobs and the outbox relay.
+pub struct App {
+    pub platform: Platform,
+    listener: TcpListener,
+    router: Router,
+    jobs: Vec<(String, Job)>,
+    checks: Vec<(&'static str, Check)>,
+}
+
+impl App {
+    /// Bind the HTTP listener (port 0 picks a free port).
+    pub async fn new(platform: Platform) -> Result<Self, StartupError> {
+        let addr = platform.settings.http_addr;
+        let listener = TcpListener::bind(addr).await.map_err(|source| StartupError::Bind { addr, source })?;
+        Ok(App {
+            platform,
+            listener,
+            router: Router::new(),
+            jobs: Vec::new(),
+            checks: Vec::new(),
+        })
+    }
+
+    /// The address the HTTP server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().unwrap_or(self.platform.settings.http_addr)
+    }
+
+    /// Add the process's own routes.
+    pub fn routes(mut self, router: Router) -> Self {
+        self.router = self.router.merge(router);
+        self
+    }
+
+    /// Add a readiness check shown under its name in `/health/ready`.
+    pub fn check(mut self, name: &'static str, check: Check) -> Self {
+        self.checks.push((name, check));
+        self
+    }
+
+    /// Consume `queue` with `handler`.
+    pub fn consume<H: DeliveryHandler>(mut self, queue: &str, handler: H) -> Self {
+        let p = &self.platform;
+        let (broker, publisher, metrics) = (p.broker.clone(), p.publisher.clone(), p.metrics.clone());
+        let config = p.consumer_config(queue);
+        let handler = Arc::new(handler);
+        self.jobs.push((
+            format!("consumer {queue}"),
+            Box::new(move |token| Box::pin(consumer::run(broker, publisher, config, handler, metrics, token))),
+        ));
+        self
+    }
+
+    /// Run a background job until its token is cancelled.
+    pub fn job<F, Fut>(mut self, name: &str, job: F) -> Self
+    where
+        F: FnOnce(CancellationToken) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.jobs.push((name.to_owned(), Box::new(move |token| Box::pin(job(token)))));
+        self
+    }
+
+    /// Run until `shutdown` is cancelled; then drain and return.
+    pub async fn run(self, shutdown: CancellationToken) -> std::io::Result<()> {
+        let App { platform, listener, router, jobs, checks } = self;
+        let deadline = platform.settings.shutdown_timeout;
+        let intake = TaskTracker::new();
+        for (name, job) in jobs {
+            let token = shutdown.clone();
+            intake.spawn(async move {
+                job(token).await;
+                tracing::debug!(job = %name, "stopped");
+            });
+        }
+        intake.close();
+        let relay_token = CancellationToken::new();
+        let relay = tokio::spawn(platform.relay().run(relay_token.clone()));
+        let health = Health {
+            db: platform.db.clone(),
+            broker: platform.broker.clone(),
+            metrics: platform.metrics.clone(),
+            extra: checks,
+        };
+        let router = router.merge(http::health_routes(health));
+        tracing::info!(service = %platform.settings.service, addr = %listener.local_addr()?, "listening");
+        let served = http::serve(listener, router, shutdown.clone()).await;
+        // HTTP returns once shutdown began (or on a fatal listener error, which also stops the rest).
+        shutdown.cancel();
+        if tokio::time::timeout(deadline, intake.wait()).await.is_err() {
+            tracing::warn!(?deadline, "some work did not finish before the shutdown deadline");
+        }
+        relay_token.cancel();
+        let _ = relay.await;
+        platform.broker.close();
+        platform.db.close().await;
+        tracing::info!(service = %platform.settings.service, "stopped");
+        served
+    }
+}
