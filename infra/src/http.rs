@@ -95,10 +95,10 @@ impl IntoResponse for Problem {
         let status = self.status;
         let mut body = serde_json::to_value(&self).unwrap_or(Value::Null);
         // RFC 9457 calls the member `status`; keep the struct field name out of the wire.
-        if let Value::Object(map) = &mut body {
-            if let Some(code) = map.remove("status_code") {
-                map.insert("status".into(), code);
-            }
+        if let Value::Object(map) = &mut body
+            && let Some(code) = map.remove("status_code")
+        {
+            map.insert("status".into(), code);
         }
         (status, [(header::CONTENT_TYPE, "application/problem+json")], body.to_string()).into_response()
     }

@@ -18,14 +18,15 @@ pub enum Seen {
     /// Never handled here.
     New,
     /// Handled; this was the reply (re-send it).
-    Replied(Outgoing),
+    Replied(Box<Outgoing>),
     /// Handled; it needed no reply (an event).
     Handled,
 }
 
 /// Look `key` up. `duplicate` is the message being handled now (its id becomes the causation).
 pub async fn lookup<'e>(db: impl PgExecutor<'e>, key: &str, duplicate: &Meta) -> Result<Seen, sqlx::Error> {
-    let row: Option<(Option<Uuid>, Option<String>, Option<Vec<u8>>)> =
+    type StoredReply = (Option<Uuid>, Option<String>, Option<Vec<u8>>);
+    let row: Option<StoredReply> =
         sqlx::query_as("SELECT reply_message_id, reply_type, reply_body FROM inbox WHERE key = $1")
             .bind(key)
             .fetch_optional(db)
@@ -35,14 +36,14 @@ pub async fn lookup<'e>(db: impl PgExecutor<'e>, key: &str, duplicate: &Meta) ->
         Some((Some(id), Some(ty), Some(body))) => {
             let mut meta = Meta::new(duplicate.saga_id, &ty).caused_by(duplicate.message_id);
             meta.message_id = id;
-            Seen::Replied(Outgoing {
+            Seen::Replied(Box::new(Outgoing {
                 exchange: REPLIES_EXCHANGE.to_owned(),
                 routing_key: ty,
                 mandatory: true,
                 meta,
                 body,
                 extra_headers: Vec::new(),
-            })
+            }))
         }
         Some(_) => Seen::Handled,
     })

@@ -13,6 +13,7 @@
 //! - [`http`]: health, readiness, `/metrics`, `problem+json` errors, serving with graceful shutdown.
 //! - [`platform`]: wires the above into one process and runs it until a shutdown signal.
 //! - [`shutdown`]: SIGTERM/SIGINT into a cancellation token.
+//! - `testing` (feature `testing`): throwaway databases and vhosts for tests, and `eventually`.
 
 pub mod amqp;
 pub mod config;
@@ -25,5 +26,7 @@ pub mod participant;
 pub mod platform;
 pub mod shutdown;
 pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use tokio_util::sync::CancellationToken;

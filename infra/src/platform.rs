@@ -166,6 +166,25 @@ impl App {
         self
     }
 
+    /// Consume `queue` as a participant: messages of type `M` go through a
+    /// [`Processor`](crate::participant::Processor) (decode, dedupe, handle, reply) to `handler`.
+    pub fn participant<M, H>(self, queue: &str, handler: H) -> Self
+    where
+        M: contracts::Message + Send + 'static,
+        H: crate::participant::MessageHandler<M>,
+    {
+        let p = &self.platform;
+        let processor = crate::participant::Processor::<M, H>::new(
+            p.db.clone(),
+            p.publisher.clone(),
+            p.waker.clone(),
+            p.metrics.clone(),
+            queue,
+            handler,
+        );
+        self.consume(queue, processor)
+    }
+
     /// Run a background job until its token is cancelled.
     pub fn job<F, Fut>(mut self, name: &str, job: F) -> Self
     where

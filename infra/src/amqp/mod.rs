@@ -52,7 +52,6 @@ impl Broker {
         let config = Config {
             url: Some(url.to_owned()),
             pool: Some(PoolConfig::new(pool_size)),
-            ..Config::default()
         };
         let name = name.to_owned();
         let pool = config

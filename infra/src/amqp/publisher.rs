@@ -56,10 +56,8 @@ impl Publisher {
 
     async fn checkout(&self) -> Result<Channel, TransportError> {
         let reused = self.idle.lock().map(|mut idle| idle.pop()).unwrap_or(None);
-        if let Some(ch) = reused {
-            if ch.status().connected() {
-                return Ok(ch);
-            }
+        if let Some(ch) = reused.filter(|ch| ch.status().connected()) {
+            return Ok(ch);
         }
         let ch = self.broker.channel().await?;
         ch.confirm_select(ConfirmSelectOptions::default())
@@ -72,10 +70,10 @@ impl Publisher {
         if !ch.status().connected() {
             return;
         }
-        if let Ok(mut idle) = self.idle.lock() {
-            if idle.len() < self.max_idle {
-                idle.push(ch);
-            }
+        if let Ok(mut idle) = self.idle.lock()
+            && idle.len() < self.max_idle
+        {
+            idle.push(ch);
         }
     }
 

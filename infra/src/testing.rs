@@ -1,0 +1,153 @@
+//! Test isolation on the real services: each test gets its own PostgreSQL database(s) and its own
+//! RabbitMQ vhost, created here and removed when the guard drops, so tests run in parallel and
+//! leave nothing behind. Also [`eventually`], for waiting on a condition instead of sleeping.
+//!
+//! Admin endpoints come from `TEST_POSTGRES_ADMIN_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres`), `TEST_AMQP_HOST` (default
+//! `guest:guest@127.0.0.1:5672`) and `TEST_RABBITMQ_API` (default `http://127.0.0.1:15672`,
+//! the management plugin, user guest).
+
+use std::future::Future;
+use std::time::Duration;
+
+use sqlx::Connection;
+use sqlx::postgres::PgConnection;
+use uuid::Uuid;
+
+fn admin_url() -> String {
+    std::env::var("TEST_POSTGRES_ADMIN_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+fn rabbit_api() -> String {
+    std::env::var("TEST_RABBITMQ_API").unwrap_or_else(|_| "http://127.0.0.1:15672".into())
+}
+
+fn amqp_host() -> String {
+    std::env::var("TEST_AMQP_HOST").unwrap_or_else(|_| "guest:guest@127.0.0.1:5672".into())
+}
+
+/// A short unique name with a readable prefix, e.g. `t_payment_3f2a9c1e`.
+pub fn unique_name(prefix: &str) -> String {
+    let id = Uuid::new_v4().simple().to_string();
+    format!("t_{prefix}_{}", &id[..12])
+}
+
+/// A throwaway database, dropped (with its connections) when the guard drops.
+#[derive(Debug)]
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    pub async fn create(prefix: &str) -> TestDb {
+        let name = unique_name(prefix);
+        let mut admin = PgConnection::connect(&admin_url()).await.expect("connect to PostgreSQL as admin (is it running?)");
+        // The name is ours (a prefix and hex digits), never user input.
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+            .execute(&mut admin)
+            .await
+            .expect("create test database");
+        let _ = admin.close().await;
+        let base = admin_url();
+        let url = match base.rsplit_once('/') {
+            Some((server, _)) => format!("{server}/{name}"),
+            None => format!("{base}/{name}"),
+        };
+        TestDb { name, url }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        run_detached(async move {
+            if let Ok(mut admin) = PgConnection::connect(&admin_url()).await {
+                let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")))
+                    .execute(&mut admin)
+                    .await;
+            }
+        });
+    }
+}
+
+/// A throwaway RabbitMQ vhost (guest has all permissions), deleted with everything in it when the
+/// guard drops.
+#[derive(Debug)]
+pub struct TestVhost {
+    pub name: String,
+    pub amqp_url: String,
+}
+
+impl TestVhost {
+    pub async fn create(prefix: &str) -> TestVhost {
+        let name = unique_name(prefix);
+        let client = reqwest::Client::new();
+        let api = rabbit_api();
+        let put = client
+            .put(format!("{api}/api/vhosts/{name}"))
+            .basic_auth("guest", Some("guest"))
+            .send()
+            .await
+            .expect("reach the RabbitMQ management API (is the management plugin enabled?)");
+        assert!(put.status().is_success(), "create vhost {name}: {}", put.status());
+        let perms = client
+            .put(format!("{api}/api/permissions/{name}/guest"))
+            .basic_auth("guest", Some("guest"))
+            .json(&serde_json::json!({"configure": ".*", "write": ".*", "read": ".*"}))
+            .send()
+            .await
+            .expect("set vhost permissions");
+        assert!(perms.status().is_success(), "permissions on {name}: {}", perms.status());
+        let amqp_url = format!("amqp://{}/{name}", amqp_host());
+        TestVhost { name, amqp_url }
+    }
+
+    /// The management API base URL (for tests that inspect queues).
+    pub fn api(&self) -> String {
+        rabbit_api()
+    }
+}
+
+impl Drop for TestVhost {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        run_detached(async move {
+            let _ = reqwest::Client::new()
+                .delete(format!("{}/api/vhosts/{name}", rabbit_api()))
+                .basic_auth("guest", Some("guest"))
+                .send()
+                .await;
+        });
+    }
+}
+
+/// Run cleanup to completion on its own thread and runtime (Drop cannot be async, and may run
+/// inside or outside a runtime).
+fn run_detached<F: Future<Output = ()> + Send + 'static>(f: F) {
+    let handle = std::thread::spawn(move || {
+        if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            rt.block_on(f);
+        }
+    });
+    let _ = handle.join();
+}
+
+/// Poll `check` until it returns `Some`, or panic with `what` after `timeout`. For waiting on a
+/// condition (a status reached, a row written), never as a fixed sleep.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut pause = Duration::from_millis(10);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for: {what}");
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(200));
+    }
+}
