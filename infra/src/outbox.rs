@@ -209,7 +209,9 @@ impl Relay {
     pub async fn drain(&self) {
         loop {
             match self.publish_batch().await {
-                Ok(n) if n < self.batch_size as usize => return,
+                // A batch holds at most one row per saga (its oldest), so a saga with several
+                // queued rows needs several batches: keep going until nothing is ready.
+                Ok(0) => return,
                 Ok(_) => continue,
                 Err(error) => {
                     tracing::warn!(%error, "outbox batch failed; will try again");

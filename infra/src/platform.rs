@@ -43,6 +43,8 @@ pub enum StartupError {
         #[source]
         source: TransportError,
     },
+    #[error("invalid setup: {0}")]
+    Invalid(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,

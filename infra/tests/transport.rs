@@ -1,0 +1,179 @@
+//! The transport and the outbox against the real broker and database: confirms, returns,
+//! consumer outcomes (ack, delayed retry, dead letter with reasons), relay ordering and wake-up.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use contracts::commands::ReleaseInventory;
+use contracts::envelope::headers;
+use contracts::topology::{self, COMMANDS_EXCHANGE, INVENTORY_QUEUE, QueueType, Topology};
+use contracts::{Command, Meta};
+use futures_util::StreamExt;
+use infra::amqp::consumer::{self, ConsumerConfig};
+use infra::amqp::{Broker, DeliveryHandler, Incoming, Outcome, Outgoing, PublishError, Publisher};
+use infra::metrics::Metrics;
+use infra::outbox::{self, OutboxWaker, Relay};
+use infra::testing::{TestDb, TestVhost, eventually};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+async fn broker(vhost: &TestVhost) -> Broker {
+    let broker = Broker::new(&vhost.amqp_url, 2, "transport-test").unwrap();
+    infra::amqp::topology::declare(&broker, &Topology::new(QueueType::Classic, 5)).await.unwrap();
+    broker
+}
+
+fn command(saga: Uuid) -> Outgoing {
+    let cmd = Command::ReleaseInventory(ReleaseInventory { order_id: saga });
+    Outgoing::new(COMMANDS_EXCHANGE, true, Meta::new(saga, "inventory.release"), &cmd)
+}
+
+async fn get_one(broker: &Broker, queue: &str) -> Option<lapin::message::BasicGetMessage> {
+    let ch = broker.channel().await.unwrap();
+    let msg = ch.basic_get(queue.into(), BasicGetOptions { no_ack: true }).await.unwrap();
+    msg
+}
+
+#[tokio::test]
+async fn publish_is_confirmed_and_an_unroutable_mandatory_message_is_an_error() {
+    let vhost = TestVhost::create("transport").await;
+    let broker = broker(&vhost).await;
+    let publisher = Publisher::new(broker.clone());
+    publisher.publish(&command(Uuid::now_v7())).await.unwrap();
+    assert!(get_one(&broker, INVENTORY_QUEUE).await.is_some());
+
+    let mut unroutable = command(Uuid::now_v7());
+    unroutable.routing_key = "nobody.listens".into();
+    let err = publisher.publish(&unroutable).await.unwrap_err();
+    assert!(matches!(err, PublishError::Returned { code: 312, .. }), "{err:?}");
+
+    // Not mandatory: the broker drops it and confirms; that is the documented behaviour for events.
+    unroutable.mandatory = false;
+    publisher.publish(&unroutable).await.unwrap();
+}
+
+struct Scripted {
+    calls: AtomicUsize,
+    outcome: fn(usize) -> Outcome,
+}
+
+impl DeliveryHandler for Scripted {
+    async fn handle(&self, _m: &Incoming) -> Outcome {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst);
+        (self.outcome)(n)
+    }
+}
+
+fn consumer_config(max_retry_rounds: u32) -> ConsumerConfig {
+    ConsumerConfig {
+        queue: INVENTORY_QUEUE.into(),
+        prefetch: 4,
+        retry_delay: Duration::from_millis(50),
+        max_retry_rounds,
+        shutdown_timeout: Duration::from_secs(2),
+    }
+}
+
+#[tokio::test]
+async fn dead_lettered_messages_carry_their_reason_and_the_consumer_goes_on() {
+    let vhost = TestVhost::create("transport").await;
+    let broker = broker(&vhost).await;
+    let publisher = Arc::new(Publisher::new(broker.clone()));
+    let handler = Arc::new(Scripted {
+        calls: AtomicUsize::new(0),
+        outcome: |n| if n == 0 { Outcome::DeadLetter { code: "undecodable", error: "bad".into() } } else { Outcome::Ack },
+    });
+    let token = CancellationToken::new();
+    let run = tokio::spawn(consumer::run(broker.clone(), publisher.clone(), consumer_config(3), handler.clone(), Metrics::new(), token.clone()));
+    publisher.publish(&command(Uuid::now_v7())).await.unwrap();
+    publisher.publish(&command(Uuid::now_v7())).await.unwrap();
+    eventually("both handled", Duration::from_secs(10), || async { (handler.calls.load(Ordering::SeqCst) >= 2).then_some(()) }).await;
+    let dlq = topology::dead_letter_queue(INVENTORY_QUEUE);
+    let dead = eventually("dead letter arrives", Duration::from_secs(10), || get_one(&broker, &dlq)).await;
+    let h = dead.delivery.properties.headers().clone().unwrap();
+    let text = |k: &str| h.inner().get(k).and_then(|v| v.as_long_string()).map(|s| s.to_string());
+    assert_eq!(text(headers::DEAD_LETTER_REASON).as_deref(), Some("undecodable"));
+    assert_eq!(text(headers::DEAD_LETTER_QUEUE).as_deref(), Some(INVENTORY_QUEUE));
+    assert_eq!(text(headers::ORIGINAL_EXCHANGE).as_deref(), Some(COMMANDS_EXCHANGE));
+    assert_eq!(text(headers::ORIGINAL_ROUTING_KEY).as_deref(), Some("inventory.release"));
+    assert!(text(headers::FIRST_FAILURE_AT).is_some());
+    token.cancel();
+    run.await.unwrap();
+}
+
+#[tokio::test]
+async fn transient_failures_take_delayed_retry_rounds_then_dead_letter() {
+    let vhost = TestVhost::create("transport").await;
+    let broker = broker(&vhost).await;
+    let publisher = Arc::new(Publisher::new(broker.clone()));
+    let handler = Arc::new(Scripted { calls: AtomicUsize::new(0), outcome: |_| Outcome::Retry { reason: "db down".into() } });
+    let token = CancellationToken::new();
+    let run = tokio::spawn(consumer::run(broker.clone(), publisher.clone(), consumer_config(2), handler.clone(), Metrics::new(), token.clone()));
+    publisher.publish(&command(Uuid::now_v7())).await.unwrap();
+    let dlq = topology::dead_letter_queue(INVENTORY_QUEUE);
+    let dead = eventually("retries exhausted", Duration::from_secs(10), || get_one(&broker, &dlq)).await;
+    // First delivery + 2 delayed rounds.
+    assert_eq!(handler.calls.load(Ordering::SeqCst), 3);
+    let h = dead.delivery.properties.headers().clone().unwrap();
+    assert_eq!(
+        h.inner().get(headers::DEAD_LETTER_REASON).and_then(|v| v.as_long_string()).map(|s| s.to_string()).as_deref(),
+        Some("retries_exhausted")
+    );
+    assert_eq!(h.inner().get(headers::DELIVERY_ATTEMPT).and_then(|v| v.as_long_long_int()), Some(3));
+    token.cancel();
+    run.await.unwrap();
+}
+
+#[tokio::test]
+async fn the_relay_publishes_committed_rows_in_order_and_deletes_them() {
+    let vhost = TestVhost::create("transport").await;
+    let db = TestDb::create("transport").await;
+    let pool = infra::db::connect(&db.url, 4).await.unwrap();
+    infra::db::migrate(&pool, &sqlx::migrate::Migrator::DEFAULT).await.unwrap();
+    let broker = broker(&vhost).await;
+    // Our own queue to observe order.
+    let ch = broker.channel().await.unwrap();
+    let q = ch.queue_declare("".into(), QueueDeclareOptions { exclusive: true, ..Default::default() }, FieldTable::default()).await.unwrap();
+    ch.queue_bind(q.name().clone(), COMMANDS_EXCHANGE.into(), "inventory.*".into(), QueueBindOptions::default(), FieldTable::default())
+        .await
+        .unwrap();
+    let mut consumer = ch.basic_consume(q.name().clone(), "".into(), BasicConsumeOptions::default(), FieldTable::default()).await.unwrap();
+
+    let waker = OutboxWaker::default();
+    let relay = Relay {
+        pool: pool.clone(),
+        publisher: Arc::new(Publisher::new(broker.clone())),
+        waker: waker.clone(),
+        metrics: Metrics::new(),
+        batch_size: 7,
+        // Long poll: the test passes only if the wake-up works.
+        poll_interval: Duration::from_secs(3600),
+    };
+    let token = CancellationToken::new();
+    let run = tokio::spawn(relay.run(token.clone()));
+    let saga = Uuid::now_v7();
+    let messages: Vec<Outgoing> = (0..20).map(|_| command(saga)).collect();
+    let mut tx = pool.begin().await.unwrap();
+    outbox::enqueue(&mut tx, &messages).await.unwrap();
+    tx.commit().await.unwrap();
+    waker.wake();
+    let mut got = Vec::new();
+    while got.len() < 20 {
+        let d = tokio::time::timeout(Duration::from_secs(10), consumer.next()).await.expect("relay published").unwrap().unwrap();
+        got.push(d.properties.message_id().clone().unwrap().to_string());
+        d.ack(BasicAckOptions::default()).await.unwrap();
+    }
+    let sent: Vec<String> = messages.iter().map(|m| m.meta.message_id.to_string()).collect();
+    assert_eq!(got, sent, "a saga's messages go out in order");
+    let left: i64 = eventually("rows deleted", Duration::from_secs(5), || async {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(&pool).await.unwrap();
+        (n == 0).then_some(n)
+    })
+    .await;
+    assert_eq!(left, 0);
+    token.cancel();
+    run.await.unwrap();
+}
