@@ -33,8 +33,7 @@ fn command(saga: Uuid) -> Outgoing {
 
 async fn get_one(broker: &Broker, queue: &str) -> Option<lapin::message::BasicGetMessage> {
     let ch = broker.channel().await.unwrap();
-    let msg = ch.basic_get(queue.into(), BasicGetOptions { no_ack: true }).await.unwrap();
-    msg
+    ch.basic_get(queue.into(), BasicGetOptions { no_ack: true }).await.unwrap()
 }
 
 #[tokio::test]
