@@ -1,9 +1,55 @@
-//! The orchestrator: saga kernel, saga definitions, persistence, reply consumer, timeout scanner
-//! and HTTP API.
+//! The orchestrator: drives order sagas over RabbitMQ and answers where each one is.
 //!
 //! Layout:
 //! - [`kernel`]: the pure saga state machine (`transition(state, input) -> (state, effects)`).
 //! - [`sagas`]: saga definitions, one file per saga, each a table of steps.
+//! - [`engine`]: the kernel wrapped with IO: lock the saga row, transition, write state +
+//!   timeline + outbox in one transaction; the reply consumer.
+//! - [`scanner`]: step deadlines: re-send, compensate or fail.
+//! - [`store`]: the `sagas` and `saga_events` tables.
+//! - [`api`] and [`validate`]: the HTTP API and its input rules.
+//! - [`settings`], [`metrics`]: configuration and the saga metric families.
+//!
+//! [`build`] assembles the process; `main.rs` only reads settings and runs it.
 
+pub mod api;
+pub mod engine;
 pub mod kernel;
+pub mod metrics;
 pub mod sagas;
+pub mod scanner;
+pub mod settings;
+pub mod store;
+pub mod validate;
+
+use std::sync::Arc;
+
+use contracts::topology::ORCHESTRATOR_QUEUE;
+use infra::platform::{App, Platform, StartupError};
+
+use crate::engine::{Engine, ReplyHandler};
+use crate::metrics::SagaMetrics;
+use crate::settings::OrchestratorSettings;
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Connect, migrate, declare the topology, and assemble the HTTP API, the reply consumer and the
+/// timeout scanner. Run the result with [`App::run`].
+pub async fn build(settings: OrchestratorSettings) -> Result<App, StartupError> {
+    kernel::validate(sagas::order::ORDER_STEPS).map_err(|e| StartupError::Invalid(format!("order saga definition: {e}")))?;
+    let platform = Platform::start(settings.common.clone(), &MIGRATOR).await?;
+    let metrics = SagaMetrics::register(&platform.metrics.registry).map_err(|e| StartupError::Invalid(format!("metrics: {e}")))?;
+    let engine = Arc::new(Engine::new(
+        platform.db.clone(),
+        Arc::new(settings),
+        platform.waker.clone(),
+        metrics,
+        platform.metrics.clone(),
+    ));
+    let scanner_engine = engine.clone();
+    Ok(App::new(platform)
+        .await?
+        .routes(api::router(engine.clone()))
+        .consume(ORCHESTRATOR_QUEUE, ReplyHandler(engine))
+        .job("timeout scanner", move |token| scanner::run(scanner_engine, token)))
+}

@@ -1,1 +1,324 @@
-//! End-to-end test crate; the scenarios live in tests/tests/.
+//! The end-to-end harness: a whole platform per test, in-process, on the real services.
+//!
+//! [`TestPlatform::new`] makes a fresh RabbitMQ vhost and one fresh database per service; then
+//! any number of instances of each process are started from the same `build` functions the
+//! binaries use, each on port 0, and stopped (gracefully, through their shutdown token) on demand.
+//! Everything is removed when the platform is dropped. The scenarios live in `tests/tests/`, the
+//! load generator in `tests/benches/`.
+
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use infra::config::Settings;
+use infra::testing::{TestDb, TestVhost, eventually};
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// The five processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    Orchestrator,
+    Inventory,
+    Payment,
+    Shipping,
+    Notification,
+}
+
+impl Service {
+    pub const ALL: [Service; 5] = [
+        Service::Orchestrator,
+        Service::Inventory,
+        Service::Payment,
+        Service::Shipping,
+        Service::Notification,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Orchestrator => "orchestrator",
+            Service::Inventory => "inventory",
+            Service::Payment => "payment",
+            Service::Shipping => "shipping",
+            Service::Notification => "notification",
+        }
+    }
+}
+
+/// Knobs tests turn. Defaults are the production defaults, except shorter step deadlines.
+#[derive(Debug, Clone)]
+pub struct TestConfig {
+    pub step_timeout: Duration,
+    pub max_step_timeout: Duration,
+    pub max_attempts: u32,
+    pub max_compensation_attempts: u32,
+    pub prefetch: u16,
+}
+
+impl Default for TestConfig {
+    fn default() -> Self {
+        TestConfig {
+            step_timeout: Duration::from_secs(10),
+            max_step_timeout: Duration::from_secs(30),
+            max_attempts: 3,
+            max_compensation_attempts: 10,
+            prefetch: 32,
+        }
+    }
+}
+
+struct Proc {
+    service: Service,
+    addr: SocketAddr,
+    token: CancellationToken,
+    handle: JoinHandle<std::io::Result<()>>,
+}
+
+struct Databases {
+    orchestrator: TestDb,
+    inventory: TestDb,
+    payment: TestDb,
+    shipping: TestDb,
+    notification: TestDb,
+}
+
+impl Databases {
+    fn get(&self, s: Service) -> &TestDb {
+        match s {
+            Service::Orchestrator => &self.orchestrator,
+            Service::Inventory => &self.inventory,
+            Service::Payment => &self.payment,
+            Service::Shipping => &self.shipping,
+            Service::Notification => &self.notification,
+        }
+    }
+}
+
+/// One isolated platform: its vhost, its databases, and the processes started on them.
+pub struct TestPlatform {
+    pub config: TestConfig,
+    pub http: reqwest::Client,
+    procs: Mutex<Vec<Proc>>,
+    dbs: Databases,
+    pub vhost: TestVhost,
+}
+
+impl TestPlatform {
+    /// A fresh vhost and databases; no process yet.
+    pub async fn new(config: TestConfig) -> TestPlatform {
+        infra::telemetry::init();
+        let (vhost, o, i, p, s, n) = tokio::join!(
+            TestVhost::create("e2e"),
+            TestDb::create("orch"),
+            TestDb::create("inv"),
+            TestDb::create("pay"),
+            TestDb::create("ship"),
+            TestDb::create("notif"),
+        );
+        TestPlatform {
+            config,
+            http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("http client"),
+            procs: Mutex::new(Vec::new()),
+            dbs: Databases { orchestrator: o, inventory: i, payment: p, shipping: s, notification: n },
+            vhost,
+        }
+    }
+
+    /// A platform with one instance of every process running.
+    pub async fn running(config: TestConfig) -> TestPlatform {
+        let p = TestPlatform::new(config).await;
+        p.start_all(1).await;
+        p
+    }
+
+    /// Start `instances` of every process (the orchestrator first, so it is consuming replies
+    /// before anyone sends one).
+    pub async fn start_all(&self, instances: usize) {
+        for service in Service::ALL {
+            for _ in 0..instances {
+                self.start(service).await;
+            }
+        }
+    }
+
+    /// Common settings for `service` on this platform's vhost and database.
+    pub fn settings(&self, service: Service) -> Settings {
+        let mut s = Settings::for_tests(service.name(), &self.vhost.amqp_url, &self.dbs.get(service).url);
+        s.prefetch = self.config.prefetch;
+        s
+    }
+
+    /// URL of a service's database (tests inspect participant tables directly).
+    pub fn database_url(&self, service: Service) -> &str {
+        &self.dbs.get(service).url
+    }
+
+    /// Start one more instance of `service`; returns its HTTP address.
+    pub async fn start(&self, service: Service) -> SocketAddr {
+        let common = self.settings(service);
+        let app = match service {
+            Service::Orchestrator => {
+                let mut s = orchestrator::settings::OrchestratorSettings::for_tests(&common.amqp_url, &common.database_url);
+                s.common = common;
+                s.step_timeout = self.config.step_timeout;
+                s.max_step_timeout = self.config.max_step_timeout;
+                s.max_attempts = self.config.max_attempts;
+                s.max_compensation_attempts = self.config.max_compensation_attempts;
+                s.scan_interval = Duration::from_millis(50).min(self.config.step_timeout);
+                orchestrator::build(s).await
+            }
+            Service::Inventory => inventory::build(inventory::InventorySettings::for_tests(common)).await,
+            Service::Payment => payment::build(payment::PaymentSettings::for_tests(common)).await,
+            Service::Shipping => shipping::build(shipping::ShippingSettings::for_tests(common)).await,
+            Service::Notification => notification::build(notification::NotificationSettings::for_tests(common)).await,
+        }
+        .unwrap_or_else(|e| panic!("{} failed to start: {e}", service.name()));
+        let addr = app.local_addr();
+        let token = CancellationToken::new();
+        let handle = tokio::spawn(app.run(token.clone()));
+        self.procs.lock().expect("procs").push(Proc { service, addr, token, handle });
+        addr
+    }
+
+    /// Stop every instance of `service`, gracefully, and wait until they are gone.
+    pub async fn stop(&self, service: Service) {
+        let stopping: Vec<Proc> = {
+            let mut procs = self.procs.lock().expect("procs");
+            let (stop, keep) = procs.drain(..).partition(|p| p.service == service);
+            *procs = keep;
+            stop
+        };
+        for p in stopping {
+            p.token.cancel();
+            match tokio::time::timeout(Duration::from_secs(30), p.handle).await {
+                Ok(Ok(Ok(()))) => {}
+                other => panic!("{} did not stop cleanly: {other:?}", service.name()),
+            }
+        }
+    }
+
+    /// Stop everything (call at the end of a test; dropping also cleans up, less gracefully).
+    pub async fn shutdown(self) {
+        for s in Service::ALL {
+            self.stop(s).await;
+        }
+    }
+
+    /// Base URL of the first running instance of `service`.
+    pub fn url(&self, service: Service) -> String {
+        let procs = self.procs.lock().expect("procs");
+        let p = procs.iter().find(|p| p.service == service).unwrap_or_else(|| panic!("{} is not running", service.name()));
+        format!("http://{}", p.addr)
+    }
+
+    /// Base URLs of every running instance of `service`.
+    pub fn urls(&self, service: Service) -> Vec<String> {
+        let procs = self.procs.lock().expect("procs");
+        procs.iter().filter(|p| p.service == service).map(|p| format!("http://{}", p.addr)).collect()
+    }
+
+    /// `POST /orders` on the first orchestrator.
+    pub async fn submit(&self, order: &Value, idempotency_key: Option<&str>) -> reqwest::Response {
+        self.submit_to(&self.url(Service::Orchestrator), order, idempotency_key).await
+    }
+
+    pub async fn submit_to(&self, base: &str, order: &Value, idempotency_key: Option<&str>) -> reqwest::Response {
+        let mut req = self.http.post(format!("{base}/orders")).json(order);
+        if let Some(k) = idempotency_key {
+            req = req.header("Idempotency-Key", k);
+        }
+        req.send().await.expect("POST /orders")
+    }
+
+    /// Submit and return the new saga's id (asserting 202).
+    pub async fn start_saga(&self, order: &Value) -> Uuid {
+        let resp = self.submit(order, None).await;
+        assert_eq!(resp.status().as_u16(), 202, "POST /orders: {}", resp.text().await.unwrap_or_default());
+        let body: Value = resp.json().await.expect("json");
+        body["saga_id"].as_str().and_then(|s| Uuid::parse_str(s).ok()).expect("saga_id")
+    }
+
+    /// `GET /sagas/{id}`.
+    pub async fn saga(&self, id: Uuid) -> Value {
+        let resp = self.http.get(format!("{}/sagas/{id}", self.url(Service::Orchestrator))).send().await.expect("GET /sagas");
+        assert!(resp.status().is_success(), "GET /sagas/{id}: {}", resp.status());
+        resp.json().await.expect("json")
+    }
+
+    /// Wait until the saga's status is `status`; returns the saga.
+    pub async fn wait_for_status(&self, id: Uuid, status: &str, timeout: Duration) -> Value {
+        let what = format!("saga {id} to reach {status}");
+        eventually(&what, timeout, || async {
+            let s = self.saga(id).await;
+            (s["status"] == status).then_some(s)
+        })
+        .await
+    }
+
+    /// Wait until the saga satisfies `pred`.
+    pub async fn wait_for(&self, id: Uuid, what: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+        eventually(what, timeout, || async {
+            let s = self.saga(id).await;
+            pred(&s).then_some(s)
+        })
+        .await
+    }
+
+    /// `(on_hand, reserved)` of a SKU from inventory's `GET /stock/{sku}`.
+    pub async fn stock(&self, sku: &str) -> (i64, i64) {
+        let v: Value = self
+            .http
+            .get(format!("{}/stock/{sku}", self.url(Service::Inventory)))
+            .send()
+            .await
+            .expect("GET /stock")
+            .json()
+            .await
+            .expect("json");
+        (v["on_hand"].as_i64().expect("on_hand"), v["reserved"].as_i64().expect("reserved"))
+    }
+
+    /// Notifications recorded for an order.
+    pub async fn notifications(&self, order_id: Uuid) -> Vec<Value> {
+        let v: Value = self
+            .http
+            .get(format!("{}/notifications?order_id={order_id}", self.url(Service::Notification)))
+            .send()
+            .await
+            .expect("GET /notifications")
+            .json()
+            .await
+            .expect("json");
+        v.as_array().cloned().unwrap_or_default()
+    }
+}
+
+/// A valid order in the documented client format.
+pub fn order(sku: &str, quantity: u32, unit_price_cents: i64, country: &str) -> Value {
+    json!({
+        "customer_id": "c-42",
+        "currency": "EUR",
+        "items": [{"sku": sku, "quantity": quantity, "unit_price_cents": unit_price_cents}],
+        "shipping_address": {
+            "name": "Ada Lovelace",
+            "line1": "1 Main St",
+            "city": "Berlin",
+            "postal_code": "10115",
+            "country": country
+        }
+    })
+}
+
+/// Names of the steps of a saga status document, with their status.
+pub fn steps(saga: &Value) -> Vec<(String, String)> {
+    saga["steps"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|s| (s["name"].as_str().unwrap_or("").to_owned(), s["status"].as_str().unwrap_or("").to_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
+}

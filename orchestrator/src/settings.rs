@@ -1,0 +1,83 @@
+//! Orchestrator settings: the common ones (`infra::config::Settings`, prefix `ORCHESTRATOR_`) and
+//! the saga engine's own.
+
+use std::time::Duration;
+
+use infra::config::{ConfigError, Env, Settings};
+
+/// Default HTTP port of the orchestrator.
+pub const DEFAULT_PORT: u16 = 8080;
+
+#[derive(Debug, Clone)]
+pub struct OrchestratorSettings {
+    pub common: Settings,
+    /// How long a step may wait for its reply before the command is re-sent (first attempt).
+    pub step_timeout: Duration,
+    /// Each re-send waits twice as long as the one before, up to this.
+    pub max_step_timeout: Duration,
+    /// Sends of a step before the pivot (and of the pivot) before giving up and compensating.
+    pub max_attempts: u32,
+    /// Sends of a compensation before the saga is marked FAILED.
+    pub max_compensation_attempts: u32,
+    /// The timeout scanner looks for due deadlines at least this often.
+    pub scan_interval: Duration,
+    /// Largest accepted `POST /orders` body.
+    pub max_body_bytes: usize,
+    /// Most lines in one order.
+    pub max_items: usize,
+}
+
+impl OrchestratorSettings {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let env = Env::new("orchestrator");
+        let settings = OrchestratorSettings {
+            common: Settings::from_env("orchestrator", DEFAULT_PORT)?,
+            step_timeout: env.millis("STEP_TIMEOUT_MS", 10_000)?,
+            max_step_timeout: env.millis("MAX_STEP_TIMEOUT_MS", 300_000)?,
+            max_attempts: env.at_least("MAX_ATTEMPTS", 3, 1)?,
+            max_compensation_attempts: env.at_least("MAX_COMPENSATION_ATTEMPTS", 10, 1)?,
+            scan_interval: env.millis("SCAN_INTERVAL_MS", 1_000)?,
+            max_body_bytes: env.at_least("MAX_BODY_BYTES", 64 * 1024, 1024)?,
+            max_items: env.at_least("MAX_ITEMS", 100, 1)?,
+        };
+        if settings.max_step_timeout < settings.step_timeout {
+            return Err(env.invalid("MAX_STEP_TIMEOUT_MS", "must not be smaller than ORCHESTRATOR_STEP_TIMEOUT_MS"));
+        }
+        Ok(settings)
+    }
+
+    /// Defaults with the given URLs and an ephemeral port, for tests.
+    pub fn for_tests(amqp_url: &str, database_url: &str) -> Self {
+        OrchestratorSettings {
+            common: Settings::for_tests("orchestrator", amqp_url, database_url),
+            step_timeout: Duration::from_secs(10),
+            max_step_timeout: Duration::from_secs(60),
+            max_attempts: 3,
+            max_compensation_attempts: 10,
+            scan_interval: Duration::from_millis(200),
+            max_body_bytes: 64 * 1024,
+            max_items: 100,
+        }
+    }
+
+    /// Deadline of attempt `attempt` (1 = first send): `step_timeout * 2^(attempt-1)`, capped.
+    pub fn timeout_for(&self, attempt: u32) -> Duration {
+        let factor = 1u32 << attempt.saturating_sub(1).min(16);
+        self.step_timeout.saturating_mul(factor).min(self.max_step_timeout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_double_and_are_capped() {
+        let mut s = OrchestratorSettings::for_tests("amqp://x", "postgres://x");
+        s.step_timeout = Duration::from_millis(100);
+        s.max_step_timeout = Duration::from_millis(500);
+        let got: Vec<u128> = (1..=6).map(|a| s.timeout_for(a).as_millis()).collect();
+        assert_eq!(got, vec![100, 200, 400, 500, 500, 500]);
+        assert_eq!(s.timeout_for(u32::MAX).as_millis(), 500);
+    }
+}

@@ -1,0 +1,309 @@
+//! Persistence of sagas: the `sagas` row (state under a row lock, version counted), the
+//! append-only `saga_events` timeline, and the queries behind the status API and the timeout
+//! scanner. Every write happens inside the caller's transaction, together with the outbox rows.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{PgConnection, PgExecutor};
+use uuid::Uuid;
+
+use crate::kernel::SagaState;
+
+/// A saga row as the engine needs it, locked for update.
+#[derive(Debug, Clone)]
+pub struct Locked {
+    pub id: Uuid,
+    pub state: SagaState,
+    pub data: Value,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+struct LockedRow {
+    id: Uuid,
+    state: Value,
+    data: Value,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+/// A stored state that no longer decodes (a bug or a manual edit): the saga cannot be advanced.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+    #[error("saga {id} has a state that cannot be read: {source}")]
+    CorruptState {
+        id: Uuid,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl LockedRow {
+    fn into_locked(self) -> Result<Locked, StoreError> {
+        let state = serde_json::from_value(self.state).map_err(|source| StoreError::CorruptState { id: self.id, source })?;
+        Ok(Locked {
+            id: self.id,
+            state,
+            data: self.data,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+/// Record a reply's message id in the inbox and lock its saga, in one round trip. Returns
+/// `(fresh, saga)`: `fresh` is false when the reply was seen before; `saga` is `None` when no
+/// such saga exists.
+pub async fn dedupe_and_lock(
+    conn: &mut PgConnection,
+    message_id: Uuid,
+    message_type: &str,
+    saga_id: Uuid,
+) -> Result<(bool, Option<Locked>), StoreError> {
+    let fresh: i64 = sqlx::query_scalar(
+        "INSERT INTO inbox (key, message_id, message_type, saga_id) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (key) DO NOTHING RETURNING 1::int8",
+    )
+    .bind(message_id.to_string())
+    .bind(message_id)
+    .bind(message_type)
+    .bind(saga_id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .unwrap_or(0);
+    if fresh == 0 {
+        return Ok((false, None));
+    }
+    let row: Option<LockedRow> =
+        sqlx::query_as("SELECT id, state, data, created_at, updated_at FROM sagas WHERE id = $1 FOR UPDATE")
+            .bind(saga_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok((true, row.map(LockedRow::into_locked).transpose()?))
+}
+
+/// Lock a saga whose deadline has passed; `None` if it is not due any more or another
+/// orchestrator holds it.
+pub async fn lock_due(conn: &mut PgConnection, saga_id: Uuid) -> Result<Option<Locked>, StoreError> {
+    let row: Option<LockedRow> = sqlx::query_as(
+        "SELECT id, state, data, created_at, updated_at FROM sagas
+         WHERE id = $1 AND deadline <= now() FOR UPDATE SKIP LOCKED",
+    )
+    .bind(saga_id)
+    .fetch_optional(conn)
+    .await?;
+    row.map(LockedRow::into_locked).transpose()
+}
+
+/// Sagas whose deadline passed, oldest deadline first, with the attempt it belonged to.
+pub async fn due<'e>(db: impl PgExecutor<'e>, limit: i64) -> Result<Vec<(Uuid, i32)>, sqlx::Error> {
+    sqlx::query_as("SELECT id, attempt FROM sagas WHERE deadline <= now() ORDER BY deadline LIMIT $1")
+        .bind(limit)
+        .fetch_all(db)
+        .await
+}
+
+/// The earliest pending deadline, to sleep until it.
+pub async fn next_deadline<'e>(db: impl PgExecutor<'e>) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    sqlx::query_scalar("SELECT min(deadline) FROM sagas WHERE deadline IS NOT NULL")
+        .fetch_one(db)
+        .await
+}
+
+/// One timeline entry.
+#[derive(Debug, Clone)]
+pub struct TimelineEntry<'a> {
+    pub kind: &'static str,
+    pub status: &'a str,
+    pub step: Option<&'a str>,
+    pub note: &'a str,
+    pub cause_message_id: Option<Uuid>,
+    pub cause_type: Option<&'a str>,
+    pub sent: Value,
+}
+
+/// Columns of a saga row after a transition.
+#[derive(Debug, Clone)]
+pub struct SagaWrite<'a> {
+    pub id: Uuid,
+    pub definition: &'a str,
+    pub state: &'a SagaState,
+    pub data: &'a Value,
+    pub deadline: Option<DateTime<Utc>>,
+    pub idempotency_key: Option<&'a str>,
+}
+
+impl SagaWrite<'_> {
+    fn state_json(&self) -> Value {
+        serde_json::to_value(self.state).unwrap_or(Value::Null)
+    }
+}
+
+/// Insert a new saga and its first timeline entry. Returns `false` (nothing written) when a saga
+/// with the same idempotency key exists.
+pub async fn insert(conn: &mut PgConnection, s: &SagaWrite<'_>, e: &TimelineEntry<'_>) -> Result<bool, sqlx::Error> {
+    let inserted: Option<Uuid> = sqlx::query_scalar(
+        "WITH s AS (
+            INSERT INTO sagas (id, definition, status, current_step, state, data, deadline, attempt, idempotency_key,
+                               failure_reason, finished_at)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, CASE WHEN $11 THEN now() END)
+            ON CONFLICT (idempotency_key) DO NOTHING
+            RETURNING id
+         )
+         INSERT INTO saga_events (saga_id, kind, status, step, note, cause_message_id, cause_type, sent)
+         SELECT id, $12, $3, $13, $14, $15, $16, $17 FROM s
+         RETURNING saga_id",
+    )
+    .bind(s.id)
+    .bind(s.definition)
+    .bind(s.state.status.as_str())
+    .bind(s.state.current_step_name())
+    .bind(s.state_json())
+    .bind(s.data)
+    .bind(s.deadline)
+    .bind(i32::try_from(s.state.attempt).unwrap_or(i32::MAX))
+    .bind(s.idempotency_key)
+    .bind(&s.state.failure_reason)
+    .bind(s.state.status.is_terminal())
+    .bind(e.kind)
+    .bind(e.step)
+    .bind(e.note)
+    .bind(e.cause_message_id)
+    .bind(e.cause_type)
+    .bind(&e.sent)
+    .fetch_optional(conn)
+    .await?;
+    Ok(inserted.is_some())
+}
+
+/// Write a locked saga's new state and append its timeline entry (one round trip).
+pub async fn update(conn: &mut PgConnection, s: &SagaWrite<'_>, e: &TimelineEntry<'_>) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "WITH s AS (
+            UPDATE sagas SET status = $2, current_step = $3, state = $4, deadline = $5, attempt = $6,
+                             failure_reason = $7, version = version + 1, updated_at = now(),
+                             finished_at = CASE WHEN $8 THEN now() END
+            WHERE id = $1
+            RETURNING id
+         )
+         INSERT INTO saga_events (saga_id, kind, status, step, note, cause_message_id, cause_type, sent)
+         SELECT id, $9, $2, $10, $11, $12, $13, $14 FROM s",
+    )
+    .bind(s.id)
+    .bind(s.state.status.as_str())
+    .bind(s.state.current_step_name())
+    .bind(s.state_json())
+    .bind(s.deadline)
+    .bind(i32::try_from(s.state.attempt).unwrap_or(i32::MAX))
+    .bind(&s.state.failure_reason)
+    .bind(s.state.status.is_terminal())
+    .bind(e.kind)
+    .bind(e.step)
+    .bind(e.note)
+    .bind(e.cause_message_id)
+    .bind(e.cause_type)
+    .bind(&e.sent)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Append a timeline entry without changing the saga (an ignored reply).
+pub async fn note(conn: &mut PgConnection, saga_id: Uuid, e: &TimelineEntry<'_>) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO saga_events (saga_id, kind, status, step, note, cause_message_id, cause_type, sent)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(saga_id)
+    .bind(e.kind)
+    .bind(e.status)
+    .bind(e.step)
+    .bind(e.note)
+    .bind(e.cause_message_id)
+    .bind(e.cause_type)
+    .bind(&e.sent)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The saga with this idempotency key: its id, status and order data.
+pub async fn by_idempotency_key<'e>(db: impl PgExecutor<'e>, key: &str) -> Result<Option<(Uuid, String, Value)>, sqlx::Error> {
+    sqlx::query_as("SELECT id, status, data FROM sagas WHERE idempotency_key = $1")
+        .bind(key)
+        .fetch_optional(db)
+        .await
+}
+
+/// A saga as the status API shows it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SagaView {
+    pub id: Uuid,
+    pub definition: String,
+    pub status: String,
+    pub current_step: Option<String>,
+    pub state: Value,
+    pub data: Value,
+    pub version: i64,
+    pub deadline: Option<DateTime<Utc>>,
+    pub attempt: i32,
+    pub failure_reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct EventView {
+    pub at: DateTime<Utc>,
+    pub kind: String,
+    pub status: String,
+    pub step: Option<String>,
+    pub note: String,
+    pub cause_message_id: Option<Uuid>,
+    pub cause_type: Option<String>,
+    pub sent: Value,
+}
+
+const VIEW_COLUMNS: &str =
+    "id, definition, status, current_step, state, data, version, deadline, attempt, failure_reason, created_at, updated_at, finished_at";
+
+pub async fn get<'e>(db: impl PgExecutor<'e>, id: Uuid) -> Result<Option<SagaView>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {VIEW_COLUMNS} FROM sagas WHERE id = $1")))
+        .bind(id)
+        .fetch_optional(db)
+        .await
+}
+
+pub async fn timeline<'e>(db: impl PgExecutor<'e>, id: Uuid) -> Result<Vec<EventView>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT at, kind, status, step, note, cause_message_id, cause_type, sent FROM saga_events
+         WHERE saga_id = $1 ORDER BY id",
+    )
+    .bind(id)
+    .fetch_all(db)
+    .await
+}
+
+/// Sagas oldest first (ids are UUID v7, so id order is creation order), after `cursor`,
+/// optionally with one status.
+pub async fn list<'e>(
+    db: impl PgExecutor<'e>,
+    status: Option<&str>,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<SagaView>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {VIEW_COLUMNS} FROM sagas
+         WHERE ($1::text IS NULL OR status = $1) AND ($2::uuid IS NULL OR id > $2)
+         ORDER BY id LIMIT $3"
+    )))
+    .bind(status)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}

@@ -1,0 +1,159 @@
+//! Validation of `POST /orders` bodies: every rule in one place, each failure naming its field.
+//! Pure; the API turns the list into a 422 `problem+json`.
+
+use contracts::order::{Address, OrderRequest};
+use infra::http::FieldError;
+
+/// Limits that come from configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_items: usize,
+}
+
+pub const MAX_QUANTITY: u32 = 10_000;
+pub const MAX_UNIT_PRICE_CENTS: i64 = 100_000_000;
+const MAX_TEXT: usize = 200;
+const MAX_ID: usize = 64;
+
+/// All problems with `order`; empty when it is valid.
+pub fn order(order: &OrderRequest, limits: Limits) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    let mut err = |field: String, message: &str| errors.push(FieldError { field, message: message.to_owned() });
+    id("customer_id", &order.customer_id, &mut err);
+    if !(order.currency.len() == 3 && order.currency.bytes().all(|b| b.is_ascii_uppercase())) {
+        err("currency".into(), "must be an ISO 4217 code: three uppercase letters, e.g. EUR");
+    }
+    if order.items.is_empty() {
+        err("items".into(), "must hold at least one item");
+    }
+    if order.items.len() > limits.max_items {
+        err("items".into(), &format!("must hold at most {} items", limits.max_items));
+    }
+    for (i, item) in order.items.iter().enumerate() {
+        id(&format!("items[{i}].sku"), &item.sku, &mut err);
+        if item.quantity == 0 || item.quantity > MAX_QUANTITY {
+            err(format!("items[{i}].quantity"), &format!("must be between 1 and {MAX_QUANTITY}"));
+        }
+        if item.unit_price_cents < 0 || item.unit_price_cents > MAX_UNIT_PRICE_CENTS {
+            err(format!("items[{i}].unit_price_cents"), &format!("must be between 0 and {MAX_UNIT_PRICE_CENTS}"));
+        }
+    }
+    if order.total_cents().is_none() {
+        err("items".into(), "order total is too large");
+    }
+    address(&order.shipping_address, &mut err);
+    errors
+}
+
+fn id(field: &str, value: &str, err: &mut impl FnMut(String, &str)) {
+    if value.trim().is_empty() {
+        err(field.into(), "must not be empty");
+    } else if value.len() > MAX_ID {
+        err(field.into(), &format!("must be at most {MAX_ID} characters"));
+    } else if value.chars().any(char::is_control) {
+        err(field.into(), "must not contain control characters");
+    }
+}
+
+fn text(field: &str, value: &str, err: &mut impl FnMut(String, &str)) {
+    if value.trim().is_empty() {
+        err(field.into(), "must not be empty");
+    } else if value.chars().count() > MAX_TEXT {
+        err(field.into(), &format!("must be at most {MAX_TEXT} characters"));
+    }
+}
+
+fn address(a: &Address, err: &mut impl FnMut(String, &str)) {
+    text("shipping_address.name", &a.name, err);
+    text("shipping_address.line1", &a.line1, err);
+    if let Some(line2) = &a.line2
+        && line2.chars().count() > MAX_TEXT
+    {
+        err("shipping_address.line2".into(), &format!("must be at most {MAX_TEXT} characters"));
+    }
+    text("shipping_address.city", &a.city, err);
+    text("shipping_address.postal_code", &a.postal_code, err);
+    if !(a.country.len() == 2 && a.country.bytes().all(|b| b.is_ascii_uppercase())) {
+        err("shipping_address.country".into(), "must be an ISO 3166-1 alpha-2 code: two uppercase letters, e.g. DE");
+    }
+}
+
+/// An `Idempotency-Key` header value: 1..=255 visible ASCII characters.
+pub fn idempotency_key(value: &str) -> Result<(), String> {
+    if value.is_empty() || value.len() > 255 {
+        return Err("Idempotency-Key must be 1 to 255 characters".into());
+    }
+    if !value.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("Idempotency-Key must be visible ASCII characters".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use contracts::order::OrderItem;
+
+    fn valid() -> OrderRequest {
+        OrderRequest {
+            customer_id: "c-42".into(),
+            currency: "EUR".into(),
+            items: vec![OrderItem { sku: "SKU-0001".into(), quantity: 2, unit_price_cents: 1999 }],
+            shipping_address: Address {
+                name: "Ada Lovelace".into(),
+                line1: "1 Main St".into(),
+                line2: None,
+                city: "Berlin".into(),
+                postal_code: "10115".into(),
+                country: "DE".into(),
+            },
+        }
+    }
+
+    const LIMITS: Limits = Limits { max_items: 3 };
+
+    fn fields(o: &OrderRequest) -> Vec<String> {
+        order(o, LIMITS).into_iter().map(|e| e.field).collect()
+    }
+
+    #[test]
+    fn a_valid_order_has_no_errors() {
+        assert!(order(&valid(), LIMITS).is_empty());
+    }
+
+    #[test]
+    fn each_rule_names_its_field() {
+        type Case = (&'static str, fn(&mut OrderRequest));
+        let cases: &[Case] = &[
+            ("customer_id", |o| o.customer_id = " ".into()),
+            ("customer_id", |o| o.customer_id = "x".repeat(65)),
+            ("currency", |o| o.currency = "eur".into()),
+            ("currency", |o| o.currency = "EURO".into()),
+            ("items", |o| o.items.clear()),
+            ("items", |o| o.items = vec![o.items[0].clone(); 4]),
+            ("items[0].sku", |o| o.items[0].sku = String::new()),
+            ("items[0].quantity", |o| o.items[0].quantity = 0),
+            ("items[0].quantity", |o| o.items[0].quantity = MAX_QUANTITY + 1),
+            ("items[0].unit_price_cents", |o| o.items[0].unit_price_cents = -1),
+            ("shipping_address.name", |o| o.shipping_address.name = String::new()),
+            ("shipping_address.line1", |o| o.shipping_address.line1 = "x".repeat(201)),
+            ("shipping_address.city", |o| o.shipping_address.city = String::new()),
+            ("shipping_address.postal_code", |o| o.shipping_address.postal_code = String::new()),
+            ("shipping_address.country", |o| o.shipping_address.country = "Germany".into()),
+            ("shipping_address.country", |o| o.shipping_address.country = "de".into()),
+        ];
+        for (field, mutate) in cases {
+            let mut o = valid();
+            mutate(&mut o);
+            assert_eq!(fields(&o), vec![field.to_string()], "case {field}");
+        }
+    }
+
+    #[test]
+    fn idempotency_keys_are_bounded_visible_ascii() {
+        assert!(idempotency_key("order-123").is_ok());
+        assert!(idempotency_key("").is_err());
+        assert!(idempotency_key(&"k".repeat(256)).is_err());
+        assert!(idempotency_key("has space").is_err());
+    }
+}
