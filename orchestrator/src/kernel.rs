@@ -525,3 +525,440 @@ impl<D: SagaDefinition> Kernel<'_, D> {
         Decision::Applied { state: s, effects: vec![Effect::Publish(event), Effect::ClearDeadline], note }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Table-driven: each case is a sequence of inputs and the expected end (status, step
+    //! statuses, commands and events emitted along the way, ignores).
+
+    use super::*;
+    use crate::sagas::order::{ORDER_STEPS, OrderSaga};
+    use contracts::Message;
+    use contracts::order::{Address, OrderItem, OrderRequest};
+    use contracts::replies::{Done, InventoryReserved, PaymentAuthorized, Rejected, ShipmentScheduled};
+
+    const POLICY: Policy = Policy { max_attempts: 3, max_compensation_attempts: 2 };
+
+    fn order() -> OrderRequest {
+        OrderRequest {
+            customer_id: "c-1".into(),
+            currency: "EUR".into(),
+            items: vec![OrderItem { sku: "SKU-0001".into(), quantity: 1, unit_price_cents: 100 }],
+            shipping_address: Address {
+                name: "A".into(),
+                line1: "L".into(),
+                line2: None,
+                city: "C".into(),
+                postal_code: "P".into(),
+                country: "DE".into(),
+            },
+        }
+    }
+
+    /// One input of a scenario.
+    #[derive(Clone, Copy, Debug)]
+    enum In {
+        Start,
+        R(&'static str),
+        Timeout,
+        /// A timeout for an attempt that is not the current one.
+        StaleTimeout,
+    }
+
+    fn reply(ty: &str, id: Uuid) -> Reply {
+        let rejected = Rejected { order_id: id, code: "x".into(), reason: "no".into() };
+        let done = Done { order_id: id };
+        match ty {
+            "inventory.reserved" => Reply::InventoryReserved(InventoryReserved { order_id: id }),
+            "inventory.rejected" => Reply::InventoryRejected(rejected),
+            "inventory.released" => Reply::InventoryReleased(done),
+            "inventory.committed" => Reply::InventoryCommitted(done),
+            "payment.authorized" => Reply::PaymentAuthorized(PaymentAuthorized { order_id: id, authorization_id: "a".into() }),
+            "payment.declined" => Reply::PaymentDeclined(rejected),
+            "payment.voided" => Reply::PaymentVoided(done),
+            "payment.captured" => Reply::PaymentCaptured(done),
+            "shipping.scheduled" => Reply::ShipmentScheduled(ShipmentScheduled { order_id: id, shipment_id: id, tracking_number: "t".into() }),
+            "shipping.rejected" => Reply::ShipmentRejected(rejected),
+            other => panic!("no such reply {other}"),
+        }
+    }
+
+    /// What a run of inputs produced.
+    #[derive(Debug, Default)]
+    struct Run {
+        state: Option<SagaState>,
+        /// Every command and event, in order, by type (re-sends included).
+        emitted: Vec<String>,
+        ignored: Vec<Ignored>,
+        /// Idempotency keys of every send, in order.
+        keys: Vec<String>,
+        attempts: Vec<u32>,
+    }
+
+    fn run(inputs: &[In]) -> Run {
+        let id = Uuid::from_u128(7);
+        let data = order();
+        let mut r = Run::default();
+        for input in inputs {
+            let state = r.state.as_ref();
+            let reply_value;
+            let input = match *input {
+                In::Start => Input::Start,
+                In::R(ty) => {
+                    reply_value = reply(ty, id);
+                    Input::Reply { message_type: ty, reply: &reply_value }
+                }
+                In::Timeout => Input::Timeout { attempt: state.map_or(0, |s| s.attempt) },
+                In::StaleTimeout => Input::Timeout { attempt: state.map_or(0, |s| s.attempt) + 7 },
+            };
+            match transition(&OrderSaga, &POLICY, id, &data, state, input) {
+                Decision::Applied { state, effects, note } => {
+                    assert!(!note.is_empty());
+                    let waits = effects.iter().filter(|e| matches!(e, Effect::Wait { .. })).count();
+                    let sends = effects.iter().filter(|e| matches!(e, Effect::Send { .. })).count();
+                    assert_eq!(waits, sends, "every send arms a deadline");
+                    if state.status.is_terminal() {
+                        assert!(effects.contains(&Effect::ClearDeadline));
+                    }
+                    for e in effects {
+                        match e {
+                            Effect::Send { command, idempotency_key, attempt, .. } => {
+                                r.emitted.push(command.message_type().to_owned());
+                                r.keys.push(idempotency_key);
+                                r.attempts.push(attempt);
+                            }
+                            Effect::Publish(ev) => r.emitted.push(ev.message_type().to_owned()),
+                            Effect::Wait { .. } | Effect::ClearDeadline => {}
+                        }
+                    }
+                    r.state = Some(state);
+                }
+                Decision::Ignored(why) => r.ignored.push(why),
+            }
+        }
+        r
+    }
+
+    fn statuses(r: &Run) -> Vec<StepStatus> {
+        r.state.as_ref().unwrap().steps.iter().map(|s| s.status).collect()
+    }
+
+    use In::{R, Start, StaleTimeout, Timeout};
+    use StepStatus::*;
+
+    const HAPPY: &[In] = &[
+        Start,
+        R("inventory.reserved"),
+        R("payment.authorized"),
+        R("shipping.scheduled"),
+        R("payment.captured"),
+        R("inventory.committed"),
+    ];
+
+    struct Case {
+        name: &'static str,
+        inputs: Vec<In>,
+        status: SagaStatus,
+        steps: [StepStatus; 5],
+        emitted: &'static [&'static str],
+        ignored: &'static [Ignored],
+    }
+
+    fn cases() -> Vec<Case> {
+        let then = |extra: &[In]| -> Vec<In> { HAPPY.iter().copied().chain(extra.iter().copied()).collect() };
+        vec![
+            Case {
+                name: "happy path",
+                inputs: HAPPY.to_vec(),
+                status: SagaStatus::Completed,
+                steps: [Succeeded; 5],
+                emitted: &["inventory.reserve", "payment.authorize", "shipping.schedule", "payment.capture", "inventory.commit", "order.completed"],
+                ignored: &[],
+            },
+            Case {
+                name: "out of stock: nothing to compensate",
+                inputs: vec![Start, R("inventory.rejected")],
+                status: SagaStatus::Compensated,
+                steps: [Failed, Pending, Pending, Pending, Pending],
+                emitted: &["inventory.reserve", "order.compensated"],
+                ignored: &[],
+            },
+            Case {
+                name: "payment declined: release the reservation",
+                inputs: vec![Start, R("inventory.reserved"), R("payment.declined"), R("inventory.released")],
+                status: SagaStatus::Compensated,
+                steps: [Compensated, Failed, Pending, Pending, Pending],
+                emitted: &["inventory.reserve", "payment.authorize", "inventory.release", "order.compensated"],
+                ignored: &[],
+            },
+            Case {
+                name: "shipping rejected: void, then release, in reverse order",
+                inputs: vec![
+                    Start,
+                    R("inventory.reserved"),
+                    R("payment.authorized"),
+                    R("shipping.rejected"),
+                    R("payment.voided"),
+                    R("inventory.released"),
+                ],
+                status: SagaStatus::Compensated,
+                steps: [Compensated, Compensated, Failed, Pending, Pending],
+                emitted: &["inventory.reserve", "payment.authorize", "shipping.schedule", "payment.void", "inventory.release", "order.compensated"],
+                ignored: &[],
+            },
+            Case {
+                name: "a compensation reply out of order is late, the awaited one still counts",
+                inputs: vec![
+                    Start,
+                    R("inventory.reserved"),
+                    R("payment.authorized"),
+                    R("shipping.rejected"),
+                    R("inventory.released"),
+                    R("payment.voided"),
+                    R("inventory.released"),
+                ],
+                status: SagaStatus::Compensated,
+                steps: [Compensated, Compensated, Failed, Pending, Pending],
+                emitted: &["inventory.reserve", "payment.authorize", "shipping.schedule", "payment.void", "inventory.release", "order.compensated"],
+                ignored: &[Ignored::Late],
+            },
+            Case {
+                name: "duplicate and late replies while running",
+                inputs: vec![Start, R("inventory.reserved"), R("inventory.reserved"), R("inventory.rejected"), R("payment.captured")],
+                status: SagaStatus::Running,
+                steps: [Succeeded, Running, Pending, Pending, Pending],
+                emitted: &["inventory.reserve", "payment.authorize"],
+                ignored: &[Ignored::Late, Ignored::Late, Ignored::Late],
+            },
+            Case {
+                name: "anything after the end is terminal",
+                inputs: then(&[R("inventory.committed"), R("payment.declined"), Timeout, Start]),
+                status: SagaStatus::Completed,
+                steps: [Succeeded; 5],
+                emitted: &["inventory.reserve", "payment.authorize", "shipping.schedule", "payment.capture", "inventory.commit", "order.completed"],
+                ignored: &[Ignored::Terminal, Ignored::Terminal, Ignored::Terminal, Ignored::Duplicate],
+            },
+            Case {
+                name: "start twice",
+                inputs: vec![Start, Start],
+                status: SagaStatus::Running,
+                steps: [Running, Pending, Pending, Pending, Pending],
+                emitted: &["inventory.reserve"],
+                ignored: &[Ignored::Duplicate],
+            },
+            Case {
+                name: "a timeout re-sends, a stale timeout is ignored",
+                inputs: vec![Start, Timeout, StaleTimeout, R("inventory.reserved")],
+                status: SagaStatus::Running,
+                steps: [Succeeded, Running, Pending, Pending, Pending],
+                emitted: &["inventory.reserve", "inventory.reserve", "payment.authorize"],
+                ignored: &[Ignored::Stale],
+            },
+            Case {
+                name: "payment silent: re-sent up to the limit, then voided (outcome unknown) and released",
+                inputs: vec![Start, R("inventory.reserved"), Timeout, Timeout, Timeout, R("payment.voided"), R("inventory.released")],
+                status: SagaStatus::Compensated,
+                steps: [Compensated, Compensated, Pending, Pending, Pending],
+                emitted: &[
+                    "inventory.reserve",
+                    "payment.authorize",
+                    "payment.authorize",
+                    "payment.authorize",
+                    "payment.void",
+                    "inventory.release",
+                    "order.compensated",
+                ],
+                ignored: &[],
+            },
+            Case {
+                name: "a late success after the timeout is ignored; compensation goes on",
+                inputs: vec![Start, Timeout, Timeout, Timeout, R("inventory.reserved"), R("inventory.released")],
+                status: SagaStatus::Compensated,
+                steps: [Compensated, Pending, Pending, Pending, Pending],
+                emitted: &["inventory.reserve", "inventory.reserve", "inventory.reserve", "inventory.release", "order.compensated"],
+                ignored: &[Ignored::Late],
+            },
+            Case {
+                name: "the pivot is re-sent forever, never compensated",
+                inputs: vec![Start, R("inventory.reserved"), R("payment.authorized"), Timeout, Timeout, Timeout, Timeout, Timeout, R("shipping.scheduled")],
+                status: SagaStatus::Running,
+                steps: [Succeeded, Succeeded, Succeeded, Running, Pending],
+                emitted: &[
+                    "inventory.reserve",
+                    "payment.authorize",
+                    "shipping.schedule",
+                    "shipping.schedule",
+                    "shipping.schedule",
+                    "shipping.schedule",
+                    "shipping.schedule",
+                    "shipping.schedule",
+                    "payment.capture",
+                ],
+                ignored: &[],
+            },
+            Case {
+                name: "retriable steps are re-sent forever, even after a failure reply",
+                inputs: {
+                    let mut v = HAPPY[..4].to_vec();
+                    v.extend([Timeout, Timeout, Timeout, Timeout, R("payment.captured"), R("inventory.committed")]);
+                    v
+                },
+                status: SagaStatus::Completed,
+                steps: [Succeeded; 5],
+                emitted: &[
+                    "inventory.reserve",
+                    "payment.authorize",
+                    "shipping.schedule",
+                    "payment.capture",
+                    "payment.capture",
+                    "payment.capture",
+                    "payment.capture",
+                    "payment.capture",
+                    "inventory.commit",
+                    "order.completed",
+                ],
+                ignored: &[],
+            },
+            Case {
+                name: "a compensation that never answers: FAILED, the others still run",
+                inputs: vec![Start, R("inventory.reserved"), R("payment.declined"), Timeout, Timeout],
+                status: SagaStatus::Failed,
+                steps: [CompensationFailed, Failed, Pending, Pending, Pending],
+                emitted: &["inventory.reserve", "payment.authorize", "inventory.release", "inventory.release", "order.failed"],
+                ignored: &[],
+            },
+            Case {
+                name: "void fails, release still done, saga FAILED",
+                inputs: vec![
+                    Start,
+                    R("inventory.reserved"),
+                    R("payment.authorized"),
+                    R("shipping.rejected"),
+                    Timeout,
+                    Timeout,
+                    R("inventory.released"),
+                ],
+                status: SagaStatus::Failed,
+                steps: [Compensated, CompensationFailed, Failed, Pending, Pending],
+                emitted: &[
+                    "inventory.reserve",
+                    "payment.authorize",
+                    "shipping.schedule",
+                    "payment.void",
+                    "payment.void",
+                    "inventory.release",
+                    "order.failed",
+                ],
+                ignored: &[],
+            },
+            Case {
+                name: "unknown-to-this-saga reply types are unexpected",
+                inputs: vec![Start, R("payment.voided"), R("shipping.scheduled")],
+                status: SagaStatus::Running,
+                steps: [Running, Pending, Pending, Pending, Pending],
+                emitted: &["inventory.reserve"],
+                // payment.voided is a compensation reply of this saga: late; shipping.scheduled too.
+                ignored: &[Ignored::Late, Ignored::Late],
+            },
+        ]
+    }
+
+    #[test]
+    fn every_scenario_ends_where_it_should() {
+        for c in cases() {
+            let r = run(&c.inputs);
+            let s = r.state.as_ref().unwrap_or_else(|| panic!("{}: no state", c.name));
+            assert_eq!(s.status, c.status, "{}", c.name);
+            assert_eq!(statuses(&r), c.steps, "{}", c.name);
+            assert_eq!(r.emitted, c.emitted, "{}", c.name);
+            assert_eq!(r.ignored, c.ignored, "{}", c.name);
+            if s.status.is_terminal() {
+                assert_eq!(s.current_step_name(), None, "{}", c.name);
+            }
+        }
+    }
+
+    #[test]
+    fn re_sends_keep_the_idempotency_key_and_count_attempts() {
+        let r = run(&[Start, Timeout, Timeout]);
+        assert_eq!(r.keys.len(), 3);
+        assert!(r.keys.iter().all(|k| k == &r.keys[0]));
+        assert_eq!(r.keys[0], format!("{}:reserve_inventory:do", Uuid::from_u128(7)));
+        assert_eq!(r.attempts, vec![1, 2, 3]);
+        let s = r.state.unwrap();
+        assert_eq!(s.attempt, 3);
+        assert_eq!(s.steps[0].attempts, 3);
+    }
+
+    #[test]
+    fn compensation_keys_differ_from_the_step_keys() {
+        let r = run(&[Start, R("inventory.reserved"), R("payment.declined")]);
+        assert_eq!(r.keys.last().unwrap(), &format!("{}:reserve_inventory:compensate", Uuid::from_u128(7)));
+    }
+
+    #[test]
+    fn the_failure_reason_is_kept() {
+        let r = run(&[Start, R("inventory.reserved"), R("payment.declined"), R("inventory.released")]);
+        assert_eq!(r.state.unwrap().failure_reason.as_deref(), Some("payment.declined: no"));
+        let r = run(&[Start, Timeout, Timeout, Timeout]);
+        assert_eq!(r.state.unwrap().failure_reason.as_deref(), Some("reserve_inventory timed out after 3 attempts"));
+    }
+
+    #[test]
+    fn inputs_without_a_saga_are_unexpected() {
+        let id = Uuid::nil();
+        let rep = reply("inventory.reserved", id);
+        let d = transition(&OrderSaga, &POLICY, id, &order(), None, Input::Reply { message_type: "inventory.reserved", reply: &rep });
+        assert_eq!(d, Decision::Ignored(Ignored::Unexpected));
+        let d = transition(&OrderSaga, &POLICY, id, &order(), None, Input::Timeout { attempt: 1 });
+        assert_eq!(d, Decision::Ignored(Ignored::Unexpected));
+    }
+
+    #[test]
+    fn state_round_trips_through_json() {
+        let s = run(&[Start, R("inventory.reserved")]).state.unwrap();
+        let back: SagaState = serde_json::from_value(serde_json::to_value(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
+        assert_eq!(serde_json::to_value(SagaStatus::Compensating).unwrap(), "COMPENSATING");
+        assert_eq!("completed".parse::<SagaStatus>(), Ok(SagaStatus::Completed));
+        assert!("DONE".parse::<SagaStatus>().is_err());
+    }
+
+    const fn step(name: &'static str, kind: StepKind, n: u8, comp: bool) -> StepDef {
+        const CMDS: [&str; 6] = ["a.c", "b.c", "c.c", "d.c", "e.c", "f.c"];
+        const OKS: [&str; 6] = ["a.ok", "b.ok", "c.ok", "d.ok", "e.ok", "f.ok"];
+        const UNDO: [&str; 6] = ["a.undo", "b.undo", "c.undo", "d.undo", "e.undo", "f.undo"];
+        const UNDONE: [&str; 6] = ["a.undone", "b.undone", "c.undone", "d.undone", "e.undone", "f.undone"];
+        let i = n as usize;
+        StepDef {
+            name,
+            kind,
+            command: CMDS[i],
+            success: OKS[i],
+            failure: None,
+            compensation: if comp { Some(Compensation { command: UNDO[i], done: UNDONE[i] }) } else { None },
+        }
+    }
+
+    #[test]
+    fn bad_definitions_are_refused() {
+        use DefinitionError as E;
+        use StepKind::{Compensatable as C, Pivot as P, Retriable as R};
+        let cases: Vec<(Vec<StepDef>, DefinitionError)> = vec![
+            (vec![], E::NoSteps),
+            (vec![step("a", C, 0, false), step("b", P, 1, false)], E::CompensatableWithoutCompensation("a")),
+            (vec![step("a", R, 0, false), step("b", P, 1, false)], E::RetriableBeforePivot("a")),
+            (vec![step("a", C, 0, true), step("b", R, 1, false)], E::RetriableBeforePivot("b")),
+            (vec![step("a", P, 0, false), step("b", C, 1, true)], E::CompensatableAfterPivot("b")),
+            (vec![step("a", P, 0, false), step("b", P, 1, false)], E::MoreThanOnePivot),
+            (vec![step("a", P, 0, true)], E::CompensationOnNonCompensatable("a")),
+            (vec![step("a", C, 0, true), step("a", P, 1, false)], E::DuplicateStepName("a")),
+            (vec![step("a", C, 0, true), step("b", P, 0, false)], E::TypeUsedTwice("a.c")),
+        ];
+        for (steps, want) in cases {
+            assert_eq!(validate(&steps), Err(want.clone()), "{want}");
+        }
+        assert_eq!(validate(&[step("a", C, 0, true), step("b", P, 1, false), step("c", R, 2, false)]), Ok(()));
+        assert_eq!(validate(ORDER_STEPS), Ok(()));
+    }
+}
