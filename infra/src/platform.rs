@@ -43,6 +43,12 @@ pub enum StartupError {
         #[source]
         source: TransportError,
     },
+    #[error("cannot {what}: {source}")]
+    Init {
+        what: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
     #[error("invalid setup: {0}")]
     Invalid(String),
     #[error("cannot listen on {addr}: {source}")]

@@ -1,0 +1,118 @@
+//! One function per inventory command, each inside the participant transaction (see
+//! `infra::participant`): reserve all lines or none, release, commit.
+
+use std::collections::BTreeMap;
+
+use contracts::commands::{CommitInventory, ReleaseInventory, ReserveInventory};
+use contracts::replies::{Done, InventoryReserved, Rejected};
+use contracts::{Command, Meta, Reply};
+use infra::participant::{HandlerError, MessageHandler};
+use sqlx::PgConnection;
+
+use crate::domain::{self, Level};
+
+/// The inventory participant.
+#[derive(Debug, Clone, Default)]
+pub struct InventoryHandler;
+
+impl MessageHandler<Command> for InventoryHandler {
+    async fn handle(&self, tx: &mut PgConnection, _meta: &Meta, command: Command) -> Result<Option<Reply>, HandlerError> {
+        let reply = match command {
+            Command::ReserveInventory(c) => reserve(tx, c).await?,
+            Command::ReleaseInventory(c) => release(tx, c).await?,
+            Command::CommitInventory(c) => commit(tx, c).await?,
+            other => {
+                return Err(HandlerError::Permanent {
+                    code: "unexpected_command",
+                    message: format!("inventory does not handle {other:?}"),
+                });
+            }
+        };
+        Ok(Some(reply))
+    }
+}
+
+async fn reserve(tx: &mut PgConnection, c: ReserveInventory) -> Result<Reply, HandlerError> {
+    // A re-delivery with another idempotency key must not hold twice.
+    let held: i64 = sqlx::query_scalar("SELECT count(*) FROM reservations WHERE order_id = $1")
+        .bind(c.order_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    if held > 0 {
+        tracing::warn!(order_id = %c.order_id, "order already has a reservation; answering reserved");
+        return Ok(Reply::InventoryReserved(InventoryReserved { order_id: c.order_id }));
+    }
+    let demand = domain::demand(&c.items);
+    let skus: Vec<String> = demand.keys().cloned().collect();
+    // Lock the rows in SKU order: concurrent reservations never deadlock.
+    let rows: Vec<(String, i64, i64)> =
+        sqlx::query_as("SELECT sku, on_hand, reserved FROM stock WHERE sku = ANY($1) ORDER BY sku FOR UPDATE")
+            .bind(&skus)
+            .fetch_all(&mut *tx)
+            .await?;
+    let stock: BTreeMap<String, Level> =
+        rows.into_iter().map(|(sku, on_hand, reserved)| (sku, Level { on_hand, reserved })).collect();
+    if let Some(short) = domain::shortage(&demand, &stock) {
+        tracing::info!(order_id = %c.order_id, code = short.code(), "reservation refused");
+        return Ok(Reply::InventoryRejected(Rejected { order_id: c.order_id, code: short.code().into(), reason: short.reason() }));
+    }
+    let quantities: Vec<i64> = demand.values().copied().collect();
+    sqlx::query(
+        "WITH d AS (SELECT * FROM UNNEST($2::text[], $3::int8[]) AS d(sku, quantity)),
+              s AS (UPDATE stock SET reserved = stock.reserved + d.quantity FROM d WHERE stock.sku = d.sku RETURNING 1)
+         INSERT INTO reservations (order_id, sku, quantity, status) SELECT $1, sku, quantity, 'held' FROM d",
+    )
+    .bind(c.order_id)
+    .bind(&skus)
+    .bind(&quantities)
+    .execute(&mut *tx)
+    .await?;
+    Ok(Reply::InventoryReserved(InventoryReserved { order_id: c.order_id }))
+}
+
+async fn release(tx: &mut PgConnection, c: ReleaseInventory) -> Result<Reply, HandlerError> {
+    let (released, committed): (i64, i64) = sqlx::query_as(
+        "WITH r AS (
+            UPDATE reservations SET status = 'released', updated_at = now()
+            WHERE order_id = $1 AND status = 'held' RETURNING sku, quantity
+         ), s AS (
+            UPDATE stock SET reserved = stock.reserved - r.quantity FROM r WHERE stock.sku = r.sku RETURNING 1
+         )
+         SELECT (SELECT count(*) FROM r),
+                (SELECT count(*) FROM reservations WHERE order_id = $1 AND status = 'committed')",
+    )
+    .bind(c.order_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    if committed > 0 {
+        tracing::warn!(order_id = %c.order_id, "release of a committed reservation: nothing to give back");
+    } else if released == 0 {
+        tracing::info!(order_id = %c.order_id, "nothing held for this order; release is a no-op");
+    }
+    Ok(Reply::InventoryReleased(Done { order_id: c.order_id }))
+}
+
+async fn commit(tx: &mut PgConnection, c: CommitInventory) -> Result<Reply, HandlerError> {
+    let (committed, already): (i64, i64) = sqlx::query_as(
+        "WITH r AS (
+            UPDATE reservations SET status = 'committed', updated_at = now()
+            WHERE order_id = $1 AND status = 'held' RETURNING sku, quantity
+         ), s AS (
+            UPDATE stock SET on_hand = stock.on_hand - r.quantity, reserved = stock.reserved - r.quantity
+            FROM r WHERE stock.sku = r.sku RETURNING 1
+         )
+         SELECT (SELECT count(*) FROM r),
+                (SELECT count(*) FROM reservations WHERE order_id = $1 AND status = 'committed')",
+    )
+    .bind(c.order_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    if committed == 0 && already == 0 {
+        // Commit comes only after a successful reserve: a missing reservation is lost data.
+        return Err(HandlerError::Permanent {
+            code: "unknown_reservation",
+            message: format!("no held or committed reservation for order {}", c.order_id),
+        });
+    }
+    Ok(Reply::InventoryCommitted(Done { order_id: c.order_id }))
+}

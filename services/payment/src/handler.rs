@@ -1,0 +1,143 @@
+//! One function per payment command, each inside the participant transaction: authorize (or
+//! decline), void (a no-op for anything not authorized), capture.
+
+use contracts::commands::{AuthorizePayment, CapturePayment, VoidPayment};
+use contracts::replies::{Done, PaymentAuthorized, Rejected};
+use contracts::{Command, Meta, Reply};
+use infra::participant::{HandlerError, MessageHandler};
+use sqlx::PgConnection;
+
+use crate::domain;
+use crate::gateway::Gateway;
+
+#[derive(Debug, Clone)]
+pub struct PaymentHandler {
+    pub gateway: Gateway,
+    pub limit_cents: i64,
+}
+
+impl MessageHandler<Command> for PaymentHandler {
+    async fn handle(&self, tx: &mut PgConnection, meta: &Meta, command: Command) -> Result<Option<Reply>, HandlerError> {
+        let key = meta.dedupe_key();
+        let reply = match command {
+            Command::AuthorizePayment(c) => self.authorize(tx, &key, c).await?,
+            Command::VoidPayment(c) => self.void(tx, &key, c).await?,
+            Command::CapturePayment(c) => self.capture(tx, &key, c).await?,
+            other => {
+                return Err(HandlerError::Permanent {
+                    code: "unexpected_command",
+                    message: format!("payment does not handle {other:?}"),
+                });
+            }
+        };
+        Ok(Some(reply))
+    }
+}
+
+fn transient(e: impl std::fmt::Display) -> HandlerError {
+    HandlerError::Transient(e.to_string())
+}
+
+impl PaymentHandler {
+    async fn authorize(&self, tx: &mut PgConnection, key: &str, c: AuthorizePayment) -> Result<Reply, HandlerError> {
+        let existing: Option<(String, Option<String>, Option<String>)> =
+            sqlx::query_as("SELECT status, authorization_id, decline_code FROM payments WHERE order_id = $1 FOR UPDATE")
+                .bind(c.order_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some((status, auth, code)) = existing {
+            // Answer what was decided before; never a second authorization.
+            return Ok(match (status.as_str(), auth) {
+                ("declined", _) => Reply::PaymentDeclined(Rejected {
+                    order_id: c.order_id,
+                    code: code.unwrap_or_else(|| "declined".into()),
+                    reason: "declined before".into(),
+                }),
+                (_, Some(authorization_id)) => Reply::PaymentAuthorized(PaymentAuthorized { order_id: c.order_id, authorization_id }),
+                (other, None) => {
+                    return Err(HandlerError::Permanent {
+                        code: "inconsistent_payment",
+                        message: format!("payment {} is {other} without an authorization id", c.order_id),
+                    });
+                }
+            });
+        }
+        if let Some(d) = domain::decline(c.amount_cents, &c.currency, self.limit_cents) {
+            sqlx::query(
+                "INSERT INTO payments (order_id, customer_id, amount_cents, currency, status, decline_code)
+                 VALUES ($1, $2, $3, $4, 'declined', $5)",
+            )
+            .bind(c.order_id)
+            .bind(&c.customer_id)
+            .bind(c.amount_cents)
+            .bind(&c.currency)
+            .bind(d.code)
+            .execute(&mut *tx)
+            .await?;
+            tracing::info!(order_id = %c.order_id, code = d.code, "payment declined");
+            return Ok(Reply::PaymentDeclined(Rejected { order_id: c.order_id, code: d.code.into(), reason: d.reason }));
+        }
+        let authorization_id = self.gateway.authorize(key).await.map_err(transient)?;
+        sqlx::query(
+            "INSERT INTO payments (order_id, customer_id, amount_cents, currency, status, authorization_id)
+             VALUES ($1, $2, $3, $4, 'authorized', $5)",
+        )
+        .bind(c.order_id)
+        .bind(&c.customer_id)
+        .bind(c.amount_cents)
+        .bind(&c.currency)
+        .bind(&authorization_id)
+        .execute(&mut *tx)
+        .await?;
+        Ok(Reply::PaymentAuthorized(PaymentAuthorized { order_id: c.order_id, authorization_id }))
+    }
+
+    async fn void(&self, tx: &mut PgConnection, key: &str, c: VoidPayment) -> Result<Reply, HandlerError> {
+        let status: Option<String> = sqlx::query_scalar("SELECT status FROM payments WHERE order_id = $1 FOR UPDATE")
+            .bind(c.order_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        match status.as_deref() {
+            Some("authorized") => {
+                self.gateway.void(key).await.map_err(transient)?;
+                sqlx::query("UPDATE payments SET status = 'voided', updated_at = now() WHERE order_id = $1")
+                    .bind(c.order_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Some("captured") => {
+                return Err(HandlerError::Permanent {
+                    code: "void_after_capture",
+                    message: format!("payment {} is captured and cannot be voided", c.order_id),
+                });
+            }
+            // Unknown, declined or already voided: nothing to undo.
+            _ => tracing::info!(order_id = %c.order_id, status = ?status, "void is a no-op"),
+        }
+        Ok(Reply::PaymentVoided(Done { order_id: c.order_id }))
+    }
+
+    async fn capture(&self, tx: &mut PgConnection, key: &str, c: CapturePayment) -> Result<Reply, HandlerError> {
+        let status: Option<String> = sqlx::query_scalar("SELECT status FROM payments WHERE order_id = $1 FOR UPDATE")
+            .bind(c.order_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        match status.as_deref() {
+            Some("authorized") => {
+                self.gateway.capture(key).await.map_err(transient)?;
+                sqlx::query("UPDATE payments SET status = 'captured', updated_at = now() WHERE order_id = $1")
+                    .bind(c.order_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Some("captured") => {}
+            other => {
+                return Err(HandlerError::Permanent {
+                    code: "capture_without_authorization",
+                    message: format!("payment {} cannot be captured: {}", c.order_id, other.unwrap_or("unknown")),
+                });
+            }
+        }
+        Ok(Reply::PaymentCaptured(Done { order_id: c.order_id }))
+    }
+}
