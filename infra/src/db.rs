@@ -25,3 +25,15 @@ pub async fn migrate(pool: &PgPool, service: &Migrator) -> Result<(), MigrateErr
     infra.run(pool).await?;
     service.run(pool).await
 }
+
+/// Serialize transactions about one entity (e.g. an order): a transaction-scoped advisory lock on
+/// a 64-bit hash of `id`, released at commit or rollback. Participants take it first in every
+/// command about an order, so a compensation racing its own (late) action runs strictly before
+/// or after it, never interleaved.
+pub async fn lock_entity(conn: &mut sqlx::PgConnection, id: uuid::Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1::text, 0))")
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}

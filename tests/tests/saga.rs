@@ -341,17 +341,28 @@ async fn a_silent_participant_before_the_pivot_leads_to_resends_then_compensatio
     }
     let before = p.stock("SKU-0008").await;
     let id = p.start_saga(&order("SKU-0008", 1, 100, "DE")).await;
+    // Payment is down: authorize is re-sent up to the limit; its outcome is unknown, so the saga
+    // compensates it too (void), and waits for payment to come back to answer.
+    let saga = p
+        .wait_for(id, "compensating the silent step", WAIT, |s| {
+            s["status"] == "COMPENSATING" && s["current_step"] == "authorize_payment"
+        })
+        .await;
+    assert_eq!(sent_types(&saga).iter().filter(|t| *t == "payment.authorize").count(), 3);
+    assert!(saga["failure_reason"].as_str().unwrap().contains("timed out"), "{saga}");
+    // Payment comes back and finds the three authorize commands and the void(s) queued, in
+    // whatever order its consumers take them: either way nothing stays authorized.
+    p.start(Service::Payment).await;
     let saga = p.wait_for_status(id, "COMPENSATED", WAIT).await;
     let sent = sent_types(&saga);
-    assert_eq!(sent.iter().filter(|t| *t == "payment.authorize").count(), 3, "{sent:?}");
-    assert!(sent.contains(&"inventory.release".to_string()));
-    assert!(saga["failure_reason"].as_str().unwrap().contains("timed out"), "{saga}");
-    let released = eventually("reservation released", WAIT, || async {
-        let s = p.stock("SKU-0008").await;
-        (s == before).then_some(s)
+    assert!(sent.contains(&"payment.void".to_string()) && sent.contains(&"inventory.release".to_string()), "{sent:?}");
+    let settled = eventually("payment settles voided", WAIT, || async {
+        let s = payment_status(&p, id).await;
+        (s.as_deref() == Some("voided")).then_some(s)
     })
     .await;
-    assert_eq!(released, before);
+    assert_eq!(settled.as_deref(), Some("voided"));
+    assert_eq!(p.stock("SKU-0008").await, before);
     p.shutdown().await;
 }
 

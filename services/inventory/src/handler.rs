@@ -17,6 +17,14 @@ pub struct InventoryHandler;
 
 impl MessageHandler<Command> for InventoryHandler {
     async fn handle(&self, tx: &mut PgConnection, _meta: &Meta, command: Command) -> Result<Option<Reply>, HandlerError> {
+        let order_id = match &command {
+            Command::ReserveInventory(c) => c.order_id,
+            Command::ReleaseInventory(c) => c.order_id,
+            Command::CommitInventory(c) => c.order_id,
+            _ => uuid::Uuid::nil(),
+        };
+        // One order's commands never interleave (a release racing its own late reserve).
+        infra::db::lock_entity(tx, order_id).await?;
         let reply = match command {
             Command::ReserveInventory(c) => reserve(tx, c).await?,
             Command::ReleaseInventory(c) => release(tx, c).await?,
@@ -33,11 +41,23 @@ impl MessageHandler<Command> for InventoryHandler {
 }
 
 async fn reserve(tx: &mut PgConnection, c: ReserveInventory) -> Result<Reply, HandlerError> {
-    // A re-delivery with another idempotency key must not hold twice.
-    let held: i64 = sqlx::query_scalar("SELECT count(*) FROM reservations WHERE order_id = $1")
-        .bind(c.order_id)
-        .fetch_one(&mut *tx)
-        .await?;
+    // A re-delivery with another idempotency key must not hold twice, and a reserve that arrives
+    // after its order was released must not hold at all.
+    let (held, released): (i64, bool) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM reservations WHERE order_id = $1),
+                EXISTS (SELECT 1 FROM released_orders WHERE order_id = $1)",
+    )
+    .bind(c.order_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    if released {
+        tracing::warn!(order_id = %c.order_id, "reserve after release; refused");
+        return Ok(Reply::InventoryRejected(Rejected {
+            order_id: c.order_id,
+            code: "released".into(),
+            reason: "the order was cancelled before this reservation arrived".into(),
+        }));
+    }
     if held > 0 {
         tracing::warn!(order_id = %c.order_id, "order already has a reservation; answering reserved");
         return Ok(Reply::InventoryReserved(InventoryReserved { order_id: c.order_id }));
@@ -87,7 +107,17 @@ async fn release(tx: &mut PgConnection, c: ReleaseInventory) -> Result<Reply, Ha
     if committed > 0 {
         tracing::warn!(order_id = %c.order_id, "release of a committed reservation: nothing to give back");
     } else if released == 0 {
-        tracing::info!(order_id = %c.order_id, "nothing held for this order; release is a no-op");
+        // Nothing held: maybe the reserve is late. Remember the release so it is refused.
+        let known: bool = sqlx::query_scalar(
+            "WITH t AS (INSERT INTO released_orders (order_id) SELECT $1
+                        WHERE NOT EXISTS (SELECT 1 FROM reservations WHERE order_id = $1)
+                        ON CONFLICT (order_id) DO NOTHING RETURNING 1)
+             SELECT EXISTS (SELECT 1 FROM reservations WHERE order_id = $1)",
+        )
+        .bind(c.order_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        tracing::info!(order_id = %c.order_id, known, "nothing held for this order; release is a no-op");
     }
     Ok(Reply::InventoryReleased(Done { order_id: c.order_id }))
 }

@@ -19,6 +19,14 @@ pub struct PaymentHandler {
 impl MessageHandler<Command> for PaymentHandler {
     async fn handle(&self, tx: &mut PgConnection, meta: &Meta, command: Command) -> Result<Option<Reply>, HandlerError> {
         let key = meta.dedupe_key();
+        let order_id = match &command {
+            Command::AuthorizePayment(c) => c.order_id,
+            Command::VoidPayment(c) => c.order_id,
+            Command::CapturePayment(c) => c.order_id,
+            _ => uuid::Uuid::nil(),
+        };
+        // One order's commands never interleave (a void racing its own late authorize).
+        infra::db::lock_entity(tx, order_id).await?;
         let reply = match command {
             Command::AuthorizePayment(c) => self.authorize(tx, &key, c).await?,
             Command::VoidPayment(c) => self.void(tx, &key, c).await?,
@@ -52,6 +60,11 @@ impl PaymentHandler {
                     order_id: c.order_id,
                     code: code.unwrap_or_else(|| "declined".into()),
                     reason: "declined before".into(),
+                }),
+                ("voided", None) => Reply::PaymentDeclined(Rejected {
+                    order_id: c.order_id,
+                    code: "voided_before_authorization".into(),
+                    reason: "the order was cancelled before this authorization arrived".into(),
                 }),
                 (_, Some(authorization_id)) => Reply::PaymentAuthorized(PaymentAuthorized { order_id: c.order_id, authorization_id }),
                 (other, None) => {
@@ -111,7 +124,19 @@ impl PaymentHandler {
                     message: format!("payment {} is captured and cannot be voided", c.order_id),
                 });
             }
-            // Unknown, declined or already voided: nothing to undo.
+            None => {
+                // Voided before it was authorized (the authorize command is late or lost): leave a
+                // tombstone so a late authorize is refused instead of holding money forever.
+                sqlx::query(
+                    "INSERT INTO payments (order_id, customer_id, amount_cents, currency, status, decline_code)
+                     VALUES ($1, '', 0, '', 'voided', 'voided_before_authorization') ON CONFLICT (order_id) DO NOTHING",
+                )
+                .bind(c.order_id)
+                .execute(&mut *tx)
+                .await?;
+                tracing::info!(order_id = %c.order_id, "void before authorization: tombstone recorded");
+            }
+            // Declined or already voided: nothing to undo.
             _ => tracing::info!(order_id = %c.order_id, status = ?status, "void is a no-op"),
         }
         Ok(Reply::PaymentVoided(Done { order_id: c.order_id }))
