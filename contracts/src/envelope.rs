@@ -101,9 +101,7 @@ impl Meta {
     /// The key a participant deduplicates this message on: the idempotency key if the message
     /// carries one, else its message id.
     pub fn dedupe_key(&self) -> String {
-        self.idempotency_key
-            .clone()
-            .unwrap_or_else(|| self.message_id.to_string())
+        self.idempotency_key.clone().unwrap_or_else(|| self.message_id.to_string())
     }
 }
 

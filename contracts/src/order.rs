@@ -17,9 +17,7 @@ impl OrderRequest {
     /// Sum of quantity x unit price, in minor units; `None` on overflow.
     pub fn total_cents(&self) -> Option<i64> {
         self.items.iter().try_fold(0i64, |acc, item| {
-            i64::from(item.quantity)
-                .checked_mul(item.unit_price_cents)
-                .and_then(|line| acc.checked_add(line))
+            i64::from(item.quantity).checked_mul(item.unit_price_cents).and_then(|line| acc.checked_add(line))
         })
     }
 }

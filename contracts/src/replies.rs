@@ -35,9 +35,7 @@ impl Reply {
     pub fn outcome(&self) -> ReplyOutcome {
         match self {
             Reply::InventoryRejected(r) | Reply::PaymentDeclined(r) | Reply::ShipmentRejected(r) => {
-                ReplyOutcome::Failure {
-                    reason: r.reason.clone(),
-                }
+                ReplyOutcome::Failure { reason: r.reason.clone() }
             }
             _ => ReplyOutcome::Success,
         }
@@ -49,9 +47,7 @@ impl Reply {
             Reply::InventoryReserved(r) => r.order_id,
             Reply::PaymentAuthorized(r) => r.order_id,
             Reply::ShipmentScheduled(r) => r.order_id,
-            Reply::InventoryRejected(r) | Reply::PaymentDeclined(r) | Reply::ShipmentRejected(r) => {
-                r.order_id
-            }
+            Reply::InventoryRejected(r) | Reply::PaymentDeclined(r) | Reply::ShipmentRejected(r) => r.order_id,
             Reply::InventoryReleased(r)
             | Reply::InventoryCommitted(r)
             | Reply::PaymentVoided(r)

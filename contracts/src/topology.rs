@@ -270,7 +270,14 @@ mod tests {
         let q = t.queue(PAYMENT_QUEUE).unwrap();
         assert!(q.arguments.contains(&("x-delivery-limit", ArgValue::Int(7))));
         assert!(q.arguments.contains(&("x-queue-type", ArgValue::Str("quorum".into()))));
-        assert!(!Topology::new(QueueType::Classic, 7).queue(PAYMENT_QUEUE).unwrap().arguments.iter().any(|(k, _)| *k == "x-delivery-limit"));
+        assert!(
+            !Topology::new(QueueType::Classic, 7)
+                .queue(PAYMENT_QUEUE)
+                .unwrap()
+                .arguments
+                .iter()
+                .any(|(k, _)| *k == "x-delivery-limit")
+        );
     }
 
     #[test]

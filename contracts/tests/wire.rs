@@ -75,8 +75,17 @@ fn replies() -> Vec<Reply> {
 fn events() -> Vec<Event> {
     let order_id = order_id();
     vec![
-        Event::OrderCompleted(OrderCompleted { order_id, customer_id: "c-42".into(), total_cents: 3998, currency: "EUR".into() }),
-        Event::OrderCompensated(OrderCompensated { order_id, customer_id: "c-42".into(), reason: "payment declined".into() }),
+        Event::OrderCompleted(OrderCompleted {
+            order_id,
+            customer_id: "c-42".into(),
+            total_cents: 3998,
+            currency: "EUR".into(),
+        }),
+        Event::OrderCompensated(OrderCompensated {
+            order_id,
+            customer_id: "c-42".into(),
+            reason: "payment declined".into(),
+        }),
         Event::OrderFailed(OrderFailed { order_id, customer_id: "c-42".into(), reason: "void timed out".into() }),
     ]
 }
@@ -157,5 +166,8 @@ fn deploy_definitions_file_equals_the_code() {
     let on_disk = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_FIXTURES=1 to generate)", path.display()));
     let on_disk: serde_json::Value = serde_json::from_str(&on_disk).unwrap();
-    assert_eq!(on_disk, generated, "infra/deploy/rabbitmq/definitions.json drifted from contracts::topology; regenerate with UPDATE_FIXTURES=1 cargo test -p contracts");
+    assert_eq!(
+        on_disk, generated,
+        "infra/deploy/rabbitmq/definitions.json drifted from contracts::topology; regenerate with UPDATE_FIXTURES=1 cargo test -p contracts"
+    );
 }

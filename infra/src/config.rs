@@ -28,18 +28,13 @@ pub struct Env {
 
 impl Env {
     pub fn new(prefix: &str) -> Self {
-        Env {
-            prefix: prefix.to_ascii_uppercase(),
-        }
+        Env { prefix: prefix.to_ascii_uppercase() }
     }
 
     /// The raw value and the name of the variable it came from.
     fn lookup(&self, key: &str) -> Option<(String, String)> {
         let own = format!("{}_{key}", self.prefix);
-        std::env::var(&own)
-            .ok()
-            .map(|v| (own, v))
-            .or_else(|| std::env::var(key).ok().map(|v| (key.to_owned(), v)))
+        std::env::var(&own).ok().map(|v| (own, v)).or_else(|| std::env::var(key).ok().map(|v| (key.to_owned(), v)))
     }
 
     pub fn string(&self, key: &str, default: &str) -> String {
@@ -54,11 +49,9 @@ impl Env {
     {
         match self.lookup(key) {
             None => Ok(default),
-            Some((var, value)) => value.trim().parse().map_err(|e: T::Err| ConfigError {
-                var,
-                message: e.to_string(),
-                value,
-            }),
+            Some((var, value)) => {
+                value.trim().parse().map_err(|e: T::Err| ConfigError { var, message: e.to_string(), value })
+            }
         }
     }
 
@@ -86,14 +79,8 @@ impl Env {
 
     /// An error about `key` as it is set now.
     pub fn invalid(&self, key: &str, message: &str) -> ConfigError {
-        let (var, value) = self
-            .lookup(key)
-            .unwrap_or_else(|| (format!("{}_{key}", self.prefix), String::new()));
-        ConfigError {
-            var,
-            value,
-            message: message.to_owned(),
-        }
+        let (var, value) = self.lookup(key).unwrap_or_else(|| (format!("{}_{key}", self.prefix), String::new()));
+        ConfigError { var, value, message: message.to_owned() }
     }
 }
 

@@ -31,9 +31,6 @@ pub async fn migrate(pool: &PgPool, service: &Migrator) -> Result<(), MigrateErr
 /// command about an order, so a compensation racing its own (late) action runs strictly before
 /// or after it, never interleaved.
 pub async fn lock_entity(conn: &mut sqlx::PgConnection, id: uuid::Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1::text, 0))")
-        .bind(id)
-        .execute(conn)
-        .await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1::text, 0))").bind(id).execute(conn).await?;
     Ok(())
 }

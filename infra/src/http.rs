@@ -135,9 +135,13 @@ fn json_problem(rejection: JsonRejection) -> Problem {
     let detail = rejection.body_text();
     match rejection {
         JsonRejection::MissingJsonContentType(_) => {
-            Problem::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "Expected application/json").detail(detail)
+            Problem::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "Expected application/json")
+                .detail(detail)
         }
-        JsonRejection::JsonDataError(_) => Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-body", "The body does not match the schema").detail(detail),
+        JsonRejection::JsonDataError(_) => {
+            Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-body", "The body does not match the schema")
+                .detail(detail)
+        }
         JsonRejection::JsonSyntaxError(_) => Problem::bad_request(detail),
         _ if status == StatusCode::PAYLOAD_TOO_LARGE => {
             Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "too-large", "Request body too large").detail(detail)

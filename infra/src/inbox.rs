@@ -51,7 +51,12 @@ pub async fn lookup<'e>(db: impl PgExecutor<'e>, key: &str, duplicate: &Meta) ->
 
 /// Record `key` as handled, together with `reply` (also queued in the outbox). Returns `false`
 /// (and writes nothing) if the key was already recorded: the caller must roll back.
-pub async fn record(conn: &mut PgConnection, key: &str, handled: &Meta, reply: Option<&Outgoing>) -> Result<bool, sqlx::Error> {
+pub async fn record(
+    conn: &mut PgConnection,
+    key: &str,
+    handled: &Meta,
+    reply: Option<&Outgoing>,
+) -> Result<bool, sqlx::Error> {
     let recorded: i64 = match reply {
         None => {
             sqlx::query_scalar(

@@ -5,14 +5,12 @@
 //! Each process (and each app a test starts) owns its registry, so nothing is global.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
 /// Buckets for message handling and publish latency: 0.5 ms .. 10 s.
-pub const LATENCY_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
+pub const LATENCY_BUCKETS: &[f64] =
+    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
 /// Shared metric families. Cheap to clone (every family is reference-counted).
 #[derive(Clone)]
@@ -49,11 +47,8 @@ impl Metrics {
             c
         };
         let histogram = |name: &str, help: &str, labels: &[&str]| {
-            let h = HistogramVec::new(
-                HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
-                labels,
-            )
-            .expect("valid metric");
+            let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()), labels)
+                .expect("valid metric");
             registry.register(Box::new(h.clone())).expect("unique metric");
             h
         };
@@ -64,15 +59,16 @@ impl Metrics {
             "Deliveries sent to their queue's dead-letter queue, by reason code.",
             &["queue", "reason"],
         );
-        let retried = counter("saga_messages_retried_total", "Deliveries parked for a delayed retry round.", &["queue"]);
+        let retried =
+            counter("saga_messages_retried_total", "Deliveries parked for a delayed retry round.", &["queue"]);
         let duplicates = counter(
             "saga_messages_duplicate_total",
             "Deliveries recognised as already handled (inbox hit); their stored reply is re-sent.",
             &["queue"],
         );
         let handle_seconds = histogram("saga_message_handle_seconds", "Time from delivery to outcome.", &["queue"]);
-        let outbox_published =
-            IntCounter::new("saga_outbox_published_total", "Outbox rows published and confirmed.").expect("valid metric");
+        let outbox_published = IntCounter::new("saga_outbox_published_total", "Outbox rows published and confirmed.")
+            .expect("valid metric");
         registry.register(Box::new(outbox_published.clone())).expect("unique metric");
         let outbox_failures = counter(
             "saga_outbox_publish_failures_total",
@@ -85,7 +81,8 @@ impl Metrics {
         )
         .expect("valid metric");
         registry.register(Box::new(outbox_publish_seconds.clone())).expect("unique metric");
-        let outbox_pending = IntGauge::new("saga_outbox_pending_rows", "Rows waiting in the outbox.").expect("valid metric");
+        let outbox_pending =
+            IntGauge::new("saga_outbox_pending_rows", "Rows waiting in the outbox.").expect("valid metric");
         registry.register(Box::new(outbox_pending.clone())).expect("unique metric");
         Metrics {
             registry,

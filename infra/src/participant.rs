@@ -68,24 +68,22 @@ pub struct Processor<M, H> {
 }
 
 impl<M, H> Processor<M, H> {
-    pub fn new(pool: PgPool, publisher: Arc<Publisher>, waker: OutboxWaker, metrics: Metrics, queue: &str, handler: H) -> Self {
-        Processor {
-            pool,
-            publisher,
-            waker,
-            metrics,
-            queue: queue.to_owned(),
-            handler,
-            _message: PhantomData,
-        }
+    pub fn new(
+        pool: PgPool,
+        publisher: Arc<Publisher>,
+        waker: OutboxWaker,
+        metrics: Metrics,
+        queue: &str,
+        handler: H,
+    ) -> Self {
+        Processor { pool, publisher, waker, metrics, queue: queue.to_owned(), handler, _message: PhantomData }
     }
 }
 
 /// The reply message for `reply`, answering the message described by `to`.
 pub fn reply_message(to: &Meta, reply: &Reply) -> Outgoing {
-    let meta = Meta::new(to.saga_id, reply.message_type())
-        .caused_by(to.message_id)
-        .with_traceparent(to.traceparent.clone());
+    let meta =
+        Meta::new(to.saga_id, reply.message_type()).caused_by(to.message_id).with_traceparent(to.traceparent.clone());
     Outgoing::new(REPLIES_EXCHANGE, true, meta, reply)
 }
 
@@ -98,10 +96,7 @@ where
         let (meta, message) = match incoming.decode::<M>() {
             Ok(decoded) => decoded,
             Err(e) => {
-                return Ok(Outcome::DeadLetter {
-                    code: e.code(),
-                    error: e.to_string(),
-                });
+                return Ok(Outcome::DeadLetter { code: e.code(), error: e.to_string() });
             }
         };
         let key = meta.dedupe_key();

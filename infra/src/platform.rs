@@ -80,7 +80,8 @@ impl Platform {
             .map_err(|source| StartupError::Database { url: redact_url(&settings.database_url), source })?;
         crate::db::migrate(&db, migrator).await?;
         let broker_error = |source| StartupError::Broker { url: redact_url(&settings.amqp_url), source };
-        let broker = Broker::new(&settings.amqp_url, settings.amqp_pool_size, &settings.service).map_err(broker_error)?;
+        let broker =
+            Broker::new(&settings.amqp_url, settings.amqp_pool_size, &settings.service).map_err(broker_error)?;
         let topology = Topology::new(settings.queue_type, settings.delivery_limit);
         topology::declare(&broker, &topology).await.map_err(broker_error)?;
         let publisher = Arc::new(Publisher::new(broker.clone()));
@@ -135,13 +136,7 @@ impl App {
     pub async fn new(platform: Platform) -> Result<Self, StartupError> {
         let addr = platform.settings.http_addr;
         let listener = TcpListener::bind(addr).await.map_err(|source| StartupError::Bind { addr, source })?;
-        Ok(App {
-            platform,
-            listener,
-            router: Router::new(),
-            jobs: Vec::new(),
-            checks: Vec::new(),
-        })
+        Ok(App { platform, listener, router: Router::new(), jobs: Vec::new(), checks: Vec::new() })
     }
 
     /// The address the HTTP server listens on.

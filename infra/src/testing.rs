@@ -42,7 +42,8 @@ pub struct TestDb {
 impl TestDb {
     pub async fn create(prefix: &str) -> TestDb {
         let name = unique_name(prefix);
-        let mut admin = PgConnection::connect(&admin_url()).await.expect("connect to PostgreSQL as admin (is it running?)");
+        let mut admin =
+            PgConnection::connect(&admin_url()).await.expect("connect to PostgreSQL as admin (is it running?)");
         // The name is ours (a prefix and hex digits), never user input.
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
             .execute(&mut admin)

@@ -83,13 +83,25 @@ async fn dead_lettered_messages_carry_their_reason_and_the_consumer_goes_on() {
     let publisher = Arc::new(Publisher::new(broker.clone()));
     let handler = Arc::new(Scripted {
         calls: AtomicUsize::new(0),
-        outcome: |n| if n == 0 { Outcome::DeadLetter { code: "undecodable", error: "bad".into() } } else { Outcome::Ack },
+        outcome: |n| {
+            if n == 0 { Outcome::DeadLetter { code: "undecodable", error: "bad".into() } } else { Outcome::Ack }
+        },
     });
     let token = CancellationToken::new();
-    let run = tokio::spawn(consumer::run(broker.clone(), publisher.clone(), consumer_config(3), handler.clone(), Metrics::new(), token.clone()));
+    let run = tokio::spawn(consumer::run(
+        broker.clone(),
+        publisher.clone(),
+        consumer_config(3),
+        handler.clone(),
+        Metrics::new(),
+        token.clone(),
+    ));
     publisher.publish(&command(Uuid::now_v7())).await.unwrap();
     publisher.publish(&command(Uuid::now_v7())).await.unwrap();
-    eventually("both handled", Duration::from_secs(10), || async { (handler.calls.load(Ordering::SeqCst) >= 2).then_some(()) }).await;
+    eventually("both handled", Duration::from_secs(10), || async {
+        (handler.calls.load(Ordering::SeqCst) >= 2).then_some(())
+    })
+    .await;
     let dlq = topology::dead_letter_queue(INVENTORY_QUEUE);
     let dead = eventually("dead letter arrives", Duration::from_secs(10), || get_one(&broker, &dlq)).await;
     let h = dead.delivery.properties.headers().clone().unwrap();
@@ -108,9 +120,17 @@ async fn transient_failures_take_delayed_retry_rounds_then_dead_letter() {
     let vhost = TestVhost::create("transport").await;
     let broker = broker(&vhost).await;
     let publisher = Arc::new(Publisher::new(broker.clone()));
-    let handler = Arc::new(Scripted { calls: AtomicUsize::new(0), outcome: |_| Outcome::Retry { reason: "db down".into() } });
+    let handler =
+        Arc::new(Scripted { calls: AtomicUsize::new(0), outcome: |_| Outcome::Retry { reason: "db down".into() } });
     let token = CancellationToken::new();
-    let run = tokio::spawn(consumer::run(broker.clone(), publisher.clone(), consumer_config(2), handler.clone(), Metrics::new(), token.clone()));
+    let run = tokio::spawn(consumer::run(
+        broker.clone(),
+        publisher.clone(),
+        consumer_config(2),
+        handler.clone(),
+        Metrics::new(),
+        token.clone(),
+    ));
     publisher.publish(&command(Uuid::now_v7())).await.unwrap();
     let dlq = topology::dead_letter_queue(INVENTORY_QUEUE);
     let dead = eventually("retries exhausted", Duration::from_secs(10), || get_one(&broker, &dlq)).await;
@@ -135,11 +155,23 @@ async fn the_relay_publishes_committed_rows_in_order_and_deletes_them() {
     let broker = broker(&vhost).await;
     // Our own queue to observe order.
     let ch = broker.channel().await.unwrap();
-    let q = ch.queue_declare("".into(), QueueDeclareOptions { exclusive: true, ..Default::default() }, FieldTable::default()).await.unwrap();
-    ch.queue_bind(q.name().clone(), COMMANDS_EXCHANGE.into(), "inventory.*".into(), QueueBindOptions::default(), FieldTable::default())
+    let q = ch
+        .queue_declare("".into(), QueueDeclareOptions { exclusive: true, ..Default::default() }, FieldTable::default())
         .await
         .unwrap();
-    let mut consumer = ch.basic_consume(q.name().clone(), "".into(), BasicConsumeOptions::default(), FieldTable::default()).await.unwrap();
+    ch.queue_bind(
+        q.name().clone(),
+        COMMANDS_EXCHANGE.into(),
+        "inventory.*".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let mut consumer = ch
+        .basic_consume(q.name().clone(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .await
+        .unwrap();
 
     let waker = OutboxWaker::default();
     let relay = Relay {
@@ -161,7 +193,11 @@ async fn the_relay_publishes_committed_rows_in_order_and_deletes_them() {
     waker.wake();
     let mut got = Vec::new();
     while got.len() < 20 {
-        let d = tokio::time::timeout(Duration::from_secs(10), consumer.next()).await.expect("relay published").unwrap().unwrap();
+        let d = tokio::time::timeout(Duration::from_secs(10), consumer.next())
+            .await
+            .expect("relay published")
+            .unwrap()
+            .unwrap();
         got.push(d.properties.message_id().clone().unwrap().to_string());
         d.ack(BasicAckOptions::default()).await.unwrap();
     }

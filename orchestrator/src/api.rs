@@ -50,11 +50,9 @@ async fn submit_order(State(engine): State<Arc<Engine>>, headers: HeaderMap, bod
     match engine.start(&order, key.as_deref()).await {
         Ok(started) => {
             let location = format!("/sagas/{}", started.saga_id);
-            let mut response = (
-                StatusCode::ACCEPTED,
-                Json(json!({"saga_id": started.saga_id, "status": started.status})),
-            )
-                .into_response();
+            let mut response =
+                (StatusCode::ACCEPTED, Json(json!({"saga_id": started.saga_id, "status": started.status})))
+                    .into_response();
             if let Ok(v) = HeaderValue::from_str(&location) {
                 response.headers_mut().insert(header::LOCATION, v);
             }
@@ -63,9 +61,11 @@ async fn submit_order(State(engine): State<Arc<Engine>>, headers: HeaderMap, bod
             }
             response
         }
-        Err(EngineError::KeyConflict(id)) => Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "idempotency-key-reused", "Idempotency-Key reused")
-            .detail(format!("this Idempotency-Key was already used for saga {id} with a different order"))
-            .into_response(),
+        Err(EngineError::KeyConflict(id)) => {
+            Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "idempotency-key-reused", "Idempotency-Key reused")
+                .detail(format!("this Idempotency-Key was already used for saga {id} with a different order"))
+                .into_response()
+        }
         Err(e) => Problem::internal(&e).into_response(),
     }
 }
@@ -110,7 +110,8 @@ async fn list_sagas(State(engine): State<Arc<Engine>>, query: Result<Query<ListQ
         None => None,
         Some(Ok(s)) => Some(s),
         Some(Err(_)) => {
-            return Problem::bad_request("status must be one of RUNNING, COMPENSATING, COMPLETED, COMPENSATED, FAILED").into_response();
+            return Problem::bad_request("status must be one of RUNNING, COMPENSATING, COMPLETED, COMPENSATED, FAILED")
+                .into_response();
         }
     };
     let limit = q.limit.unwrap_or(50);

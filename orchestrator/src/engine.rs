@@ -85,15 +85,7 @@ impl Engine {
             max_attempts: settings.max_attempts,
             max_compensation_attempts: settings.max_compensation_attempts,
         };
-        Engine {
-            pool,
-            settings,
-            waker,
-            metrics,
-            plumbing,
-            def: OrderSaga,
-            policy,
-        }
+        Engine { pool, settings, waker, metrics, plumbing, def: OrderSaga, policy }
     }
 
     pub fn definition(&self) -> &OrderSaga {
@@ -103,7 +95,8 @@ impl Engine {
     /// Start a saga for a validated order. With an idempotency key, a second call returns the
     /// first call's saga, or [`EngineError::KeyConflict`] if the order differs.
     pub async fn start(&self, order: &OrderRequest, idempotency_key: Option<&str>) -> Result<Started, EngineError> {
-        let data = serde_json::to_value(order).map_err(|source| EngineError::CorruptData { id: Uuid::nil(), source })?;
+        let data =
+            serde_json::to_value(order).map_err(|source| EngineError::CorruptData { id: Uuid::nil(), source })?;
         if let Some(key) = idempotency_key
             && let Some(existing) = self.existing(key, &data).await?
         {
@@ -118,9 +111,8 @@ impl Engine {
         };
         let mut tx = self.pool.begin().await?;
         let cause = Cause { kind: "started", message_id: None, message_type: None };
-        let inserted = self
-            .persist(&mut tx, saga_id, &data, &state, &effects, &note, &cause, Some(idempotency_key), true)
-            .await?;
+        let inserted =
+            self.persist(&mut tx, saga_id, &data, &state, &effects, &note, &cause, Some(idempotency_key), true).await?;
         if !inserted {
             // Lost a race with the same key.
             tx.rollback().await?;
@@ -131,11 +123,7 @@ impl Engine {
         self.waker.wake();
         self.metrics.started.with_label_values(&[self.def.name()]).inc();
         tracing::info!(saga_id = %saga_id, customer_id = %order.customer_id, "saga started");
-        Ok(Started {
-            saga_id,
-            status: state.status.as_str().to_owned(),
-            created: true,
-        })
+        Ok(Started { saga_id, status: state.status.as_str().to_owned(), created: true })
     }
 
     async fn existing(&self, key: &str, data: &Value) -> Result<Option<Started>, EngineError> {
@@ -227,7 +215,8 @@ impl Engine {
         };
         let order = self.order_of(&saga)?;
         let attempt = saga.state.attempt;
-        let decision = kernel::transition(&self.def, &self.policy, saga.id, &order, Some(&saga.state), Input::Timeout { attempt });
+        let decision =
+            kernel::transition(&self.def, &self.policy, saga.id, &order, Some(&saga.state), Input::Timeout { attempt });
         match decision {
             Decision::Applied { state, effects, note } => {
                 let step = saga.state.current_step_name().unwrap_or("none");
@@ -351,7 +340,9 @@ impl DeliveryHandler for ReplyHandler {
         }
         match self.0.apply_reply(&meta, &reply).await {
             Ok(()) => Outcome::Ack,
-            Err(EngineError::UnknownSaga(id)) => Outcome::DeadLetter { code: "unknown_saga", error: format!("no saga {id}") },
+            Err(EngineError::UnknownSaga(id)) => {
+                Outcome::DeadLetter { code: "unknown_saga", error: format!("no saga {id}") }
+            }
             Err(e @ (EngineError::CorruptData { .. } | EngineError::Store(StoreError::CorruptState { .. }))) => {
                 Outcome::DeadLetter { code: "corrupt_saga", error: e.to_string() }
             }

@@ -260,17 +260,32 @@ impl SagaState {
 #[derive(Debug, Clone, Copy)]
 pub enum Input<'a> {
     Start,
-    Reply { message_type: &'a str, reply: &'a Reply },
+    Reply {
+        message_type: &'a str,
+        reply: &'a Reply,
+    },
     /// The deadline of attempt `attempt` of the awaited command passed.
-    Timeout { attempt: u32 },
+    Timeout {
+        attempt: u32,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
-    Send { step: &'static str, action: Action, command: Command, idempotency_key: String, attempt: u32 },
+    Send {
+        step: &'static str,
+        action: Action,
+        command: Command,
+        idempotency_key: String,
+        attempt: u32,
+    },
     Publish(Event),
     /// Arm the deadline of the command just sent (`attempt` picks the backoff).
-    Wait { step: &'static str, action: Action, attempt: u32 },
+    Wait {
+        step: &'static str,
+        action: Action,
+        attempt: u32,
+    },
     ClearDeadline,
 }
 
@@ -348,14 +363,27 @@ impl<D: SagaDefinition> Kernel<'_, D> {
         let mut steps: Vec<StepRecord> = self
             .steps()
             .iter()
-            .map(|s| StepRecord { name: s.name.to_owned(), status: StepStatus::Pending, attempts: 0, compensation_attempts: 0, reason: None })
+            .map(|s| StepRecord {
+                name: s.name.to_owned(),
+                status: StepStatus::Pending,
+                attempts: 0,
+                compensation_attempts: 0,
+                reason: None,
+            })
             .collect();
         let Some(first) = steps.first_mut() else {
             return Decision::Ignored(Ignored::Unexpected);
         };
         first.status = StepStatus::Running;
         first.attempts = 1;
-        let state = SagaState { status: SagaStatus::Running, step: 0, action: Action::Do, attempt: 1, steps, failure_reason: None };
+        let state = SagaState {
+            status: SagaStatus::Running,
+            step: 0,
+            action: Action::Do,
+            attempt: 1,
+            steps,
+            failure_reason: None,
+        };
         let effects = self.send(0, Action::Do, 1);
         let note = format!("started; {}", self.steps()[0].name);
         Decision::Applied { state, effects, note }
@@ -430,7 +458,9 @@ impl<D: SagaDefinition> Kernel<'_, D> {
                 let note = format!("{} failed ({why})", def.name);
                 self.compensate_below(s, i, why, note)
             }
-            (SagaStatus::Compensating, Action::Compensate) if def.compensation.is_some_and(|c| c.done == message_type) => {
+            (SagaStatus::Compensating, Action::Compensate)
+                if def.compensation.is_some_and(|c| c.done == message_type) =>
+            {
                 s.steps[i].status = StepStatus::Compensated;
                 let note = format!("{} compensated ({message_type})", def.name);
                 let reason = s.failure_reason.clone().unwrap_or_default();
@@ -461,7 +491,8 @@ impl<D: SagaDefinition> Kernel<'_, D> {
             },
             Action::Compensate => {
                 if attempt < self.policy.max_compensation_attempts {
-                    return self.resend(s, &format!("compensation of {} timed out (attempt {attempt}); re-sending", def.name));
+                    return self
+                        .resend(s, &format!("compensation of {} timed out (attempt {attempt}); re-sending", def.name));
                 }
                 let mut s = s;
                 let command = def.compensation.map_or("?", |c| c.command);
@@ -573,11 +604,17 @@ mod tests {
             "inventory.rejected" => Reply::InventoryRejected(rejected),
             "inventory.released" => Reply::InventoryReleased(done),
             "inventory.committed" => Reply::InventoryCommitted(done),
-            "payment.authorized" => Reply::PaymentAuthorized(PaymentAuthorized { order_id: id, authorization_id: "a".into() }),
+            "payment.authorized" => {
+                Reply::PaymentAuthorized(PaymentAuthorized { order_id: id, authorization_id: "a".into() })
+            }
             "payment.declined" => Reply::PaymentDeclined(rejected),
             "payment.voided" => Reply::PaymentVoided(done),
             "payment.captured" => Reply::PaymentCaptured(done),
-            "shipping.scheduled" => Reply::ShipmentScheduled(ShipmentScheduled { order_id: id, shipment_id: id, tracking_number: "t".into() }),
+            "shipping.scheduled" => Reply::ShipmentScheduled(ShipmentScheduled {
+                order_id: id,
+                shipment_id: id,
+                tracking_number: "t".into(),
+            }),
             "shipping.rejected" => Reply::ShipmentRejected(rejected),
             other => panic!("no such reply {other}"),
         }
@@ -643,7 +680,7 @@ mod tests {
         r.state.as_ref().unwrap().steps.iter().map(|s| s.status).collect()
     }
 
-    use In::{R, Start, StaleTimeout, Timeout};
+    use In::{R, StaleTimeout, Start, Timeout};
     use StepStatus::*;
 
     const HAPPY: &[In] = &[
@@ -672,7 +709,14 @@ mod tests {
                 inputs: HAPPY.to_vec(),
                 status: SagaStatus::Completed,
                 steps: [Succeeded; 5],
-                emitted: &["inventory.reserve", "payment.authorize", "shipping.schedule", "payment.capture", "inventory.commit", "order.completed"],
+                emitted: &[
+                    "inventory.reserve",
+                    "payment.authorize",
+                    "shipping.schedule",
+                    "payment.capture",
+                    "inventory.commit",
+                    "order.completed",
+                ],
                 ignored: &[],
             },
             Case {
@@ -703,7 +747,14 @@ mod tests {
                 ],
                 status: SagaStatus::Compensated,
                 steps: [Compensated, Compensated, Failed, Pending, Pending],
-                emitted: &["inventory.reserve", "payment.authorize", "shipping.schedule", "payment.void", "inventory.release", "order.compensated"],
+                emitted: &[
+                    "inventory.reserve",
+                    "payment.authorize",
+                    "shipping.schedule",
+                    "payment.void",
+                    "inventory.release",
+                    "order.compensated",
+                ],
                 ignored: &[],
             },
             Case {
@@ -719,12 +770,25 @@ mod tests {
                 ],
                 status: SagaStatus::Compensated,
                 steps: [Compensated, Compensated, Failed, Pending, Pending],
-                emitted: &["inventory.reserve", "payment.authorize", "shipping.schedule", "payment.void", "inventory.release", "order.compensated"],
+                emitted: &[
+                    "inventory.reserve",
+                    "payment.authorize",
+                    "shipping.schedule",
+                    "payment.void",
+                    "inventory.release",
+                    "order.compensated",
+                ],
                 ignored: &[Ignored::Late],
             },
             Case {
                 name: "duplicate and late replies while running",
-                inputs: vec![Start, R("inventory.reserved"), R("inventory.reserved"), R("inventory.rejected"), R("payment.captured")],
+                inputs: vec![
+                    Start,
+                    R("inventory.reserved"),
+                    R("inventory.reserved"),
+                    R("inventory.rejected"),
+                    R("payment.captured"),
+                ],
                 status: SagaStatus::Running,
                 steps: [Succeeded, Running, Pending, Pending, Pending],
                 emitted: &["inventory.reserve", "payment.authorize"],
@@ -735,7 +799,14 @@ mod tests {
                 inputs: then(&[R("inventory.committed"), R("payment.declined"), Timeout, Start]),
                 status: SagaStatus::Completed,
                 steps: [Succeeded; 5],
-                emitted: &["inventory.reserve", "payment.authorize", "shipping.schedule", "payment.capture", "inventory.commit", "order.completed"],
+                emitted: &[
+                    "inventory.reserve",
+                    "payment.authorize",
+                    "shipping.schedule",
+                    "payment.capture",
+                    "inventory.commit",
+                    "order.completed",
+                ],
                 ignored: &[Ignored::Terminal, Ignored::Terminal, Ignored::Terminal, Ignored::Duplicate],
             },
             Case {
@@ -756,7 +827,15 @@ mod tests {
             },
             Case {
                 name: "payment silent: re-sent up to the limit, then voided (outcome unknown) and released",
-                inputs: vec![Start, R("inventory.reserved"), Timeout, Timeout, Timeout, R("payment.voided"), R("inventory.released")],
+                inputs: vec![
+                    Start,
+                    R("inventory.reserved"),
+                    Timeout,
+                    Timeout,
+                    Timeout,
+                    R("payment.voided"),
+                    R("inventory.released"),
+                ],
                 status: SagaStatus::Compensated,
                 steps: [Compensated, Compensated, Pending, Pending, Pending],
                 emitted: &[
@@ -775,12 +854,28 @@ mod tests {
                 inputs: vec![Start, Timeout, Timeout, Timeout, R("inventory.reserved"), R("inventory.released")],
                 status: SagaStatus::Compensated,
                 steps: [Compensated, Pending, Pending, Pending, Pending],
-                emitted: &["inventory.reserve", "inventory.reserve", "inventory.reserve", "inventory.release", "order.compensated"],
+                emitted: &[
+                    "inventory.reserve",
+                    "inventory.reserve",
+                    "inventory.reserve",
+                    "inventory.release",
+                    "order.compensated",
+                ],
                 ignored: &[Ignored::Late],
             },
             Case {
                 name: "the pivot is re-sent forever, never compensated",
-                inputs: vec![Start, R("inventory.reserved"), R("payment.authorized"), Timeout, Timeout, Timeout, Timeout, Timeout, R("shipping.scheduled")],
+                inputs: vec![
+                    Start,
+                    R("inventory.reserved"),
+                    R("payment.authorized"),
+                    Timeout,
+                    Timeout,
+                    Timeout,
+                    Timeout,
+                    Timeout,
+                    R("shipping.scheduled"),
+                ],
                 status: SagaStatus::Running,
                 steps: [Succeeded, Succeeded, Succeeded, Running, Pending],
                 emitted: &[
@@ -824,7 +919,13 @@ mod tests {
                 inputs: vec![Start, R("inventory.reserved"), R("payment.declined"), Timeout, Timeout],
                 status: SagaStatus::Failed,
                 steps: [CompensationFailed, Failed, Pending, Pending, Pending],
-                emitted: &["inventory.reserve", "payment.authorize", "inventory.release", "inventory.release", "order.failed"],
+                emitted: &[
+                    "inventory.reserve",
+                    "payment.authorize",
+                    "inventory.release",
+                    "inventory.release",
+                    "order.failed",
+                ],
                 ignored: &[],
             },
             Case {
@@ -908,7 +1009,14 @@ mod tests {
     fn inputs_without_a_saga_are_unexpected() {
         let id = Uuid::nil();
         let rep = reply("inventory.reserved", id);
-        let d = transition(&OrderSaga, &POLICY, id, &order(), None, Input::Reply { message_type: "inventory.reserved", reply: &rep });
+        let d = transition(
+            &OrderSaga,
+            &POLICY,
+            id,
+            &order(),
+            None,
+            Input::Reply { message_type: "inventory.reserved", reply: &rep },
+        );
         assert_eq!(d, Decision::Ignored(Ignored::Unexpected));
         let d = transition(&OrderSaga, &POLICY, id, &order(), None, Input::Timeout { attempt: 1 });
         assert_eq!(d, Decision::Ignored(Ignored::Unexpected));

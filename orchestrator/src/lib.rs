@@ -36,9 +36,11 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// Connect, migrate, declare the topology, and assemble the HTTP API, the reply consumer and the
 /// timeout scanner. Run the result with [`App::run`].
 pub async fn build(settings: OrchestratorSettings) -> Result<App, StartupError> {
-    kernel::validate(sagas::order::ORDER_STEPS).map_err(|e| StartupError::Invalid(format!("order saga definition: {e}")))?;
+    kernel::validate(sagas::order::ORDER_STEPS)
+        .map_err(|e| StartupError::Invalid(format!("order saga definition: {e}")))?;
     let platform = Platform::start(settings.common.clone(), &MIGRATOR).await?;
-    let metrics = SagaMetrics::register(&platform.metrics.registry).map_err(|e| StartupError::Invalid(format!("metrics: {e}")))?;
+    let metrics = SagaMetrics::register(&platform.metrics.registry)
+        .map_err(|e| StartupError::Invalid(format!("metrics: {e}")))?;
     let engine = Arc::new(Engine::new(
         platform.db.clone(),
         Arc::new(settings),

@@ -4,9 +4,8 @@
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
 /// Buckets for whole-saga and step durations: 1 ms .. 5 min.
-const DURATION_BUCKETS: &[f64] = &[
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
-];
+const DURATION_BUCKETS: &[f64] =
+    &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
 
 #[derive(Clone)]
 pub struct SagaMetrics {
@@ -49,14 +48,22 @@ impl SagaMetrics {
                 "Time from a saga's start to its terminal status.",
                 &["definition", "status"],
             )?,
-            step_seconds: histogram("saga_step_seconds", "Time from a step's command to its reply.", &["step", "outcome"])?,
+            step_seconds: histogram(
+                "saga_step_seconds",
+                "Time from a step's command to its reply.",
+                &["step", "outcome"],
+            )?,
             replies_ignored: counter(
                 "saga_replies_ignored_total",
                 "Replies that changed nothing: duplicates, late or unexpected replies, replies to finished sagas.",
                 &["reason"],
             )?,
             timeouts: counter("saga_step_timeouts_total", "Step deadlines that passed.", &["step"])?,
-            commands_sent: counter("saga_commands_sent_total", "Commands queued for sending, re-sends included.", &["type"])?,
+            commands_sent: counter(
+                "saga_commands_sent_total",
+                "Commands queued for sending, re-sends included.",
+                &["type"],
+            )?,
         })
     }
 }

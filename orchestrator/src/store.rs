@@ -43,14 +43,9 @@ pub enum StoreError {
 
 impl LockedRow {
     fn into_locked(self) -> Result<Locked, StoreError> {
-        let state = serde_json::from_value(self.state).map_err(|source| StoreError::CorruptState { id: self.id, source })?;
-        Ok(Locked {
-            id: self.id,
-            state,
-            data: self.data,
-            created_at: self.created_at,
-            updated_at: self.updated_at,
-        })
+        let state =
+            serde_json::from_value(self.state).map_err(|source| StoreError::CorruptState { id: self.id, source })?;
+        Ok(Locked { id: self.id, state, data: self.data, created_at: self.created_at, updated_at: self.updated_at })
     }
 }
 
@@ -108,9 +103,7 @@ pub async fn due<'e>(db: impl PgExecutor<'e>, limit: i64) -> Result<Vec<(Uuid, i
 
 /// The earliest pending deadline, to sleep until it.
 pub async fn next_deadline<'e>(db: impl PgExecutor<'e>) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
-    sqlx::query_scalar("SELECT min(deadline) FROM sagas WHERE deadline IS NOT NULL")
-        .fetch_one(db)
-        .await
+    sqlx::query_scalar("SELECT min(deadline) FROM sagas WHERE deadline IS NOT NULL").fetch_one(db).await
 }
 
 /// One timeline entry.
@@ -231,11 +224,11 @@ pub async fn note(conn: &mut PgConnection, saga_id: Uuid, e: &TimelineEntry<'_>)
 }
 
 /// The saga with this idempotency key: its id, status and order data.
-pub async fn by_idempotency_key<'e>(db: impl PgExecutor<'e>, key: &str) -> Result<Option<(Uuid, String, Value)>, sqlx::Error> {
-    sqlx::query_as("SELECT id, status, data FROM sagas WHERE idempotency_key = $1")
-        .bind(key)
-        .fetch_optional(db)
-        .await
+pub async fn by_idempotency_key<'e>(
+    db: impl PgExecutor<'e>,
+    key: &str,
+) -> Result<Option<(Uuid, String, Value)>, sqlx::Error> {
+    sqlx::query_as("SELECT id, status, data FROM sagas WHERE idempotency_key = $1").bind(key).fetch_optional(db).await
 }
 
 /// A saga as the status API shows it.
@@ -268,8 +261,7 @@ pub struct EventView {
     pub sent: Value,
 }
 
-const VIEW_COLUMNS: &str =
-    "id, definition, status, current_step, state, data, version, deadline, attempt, failure_reason, created_at, updated_at, finished_at";
+const VIEW_COLUMNS: &str = "id, definition, status, current_step, state, data, version, deadline, attempt, failure_reason, created_at, updated_at, finished_at";
 
 pub async fn get<'e>(db: impl PgExecutor<'e>, id: Uuid) -> Result<Option<SagaView>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {VIEW_COLUMNS} FROM sagas WHERE id = $1")))

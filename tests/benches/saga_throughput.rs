@@ -56,11 +56,24 @@ async fn run() -> anyhow::Result<()> {
     // Our own queue on saga.events: the end of every saga.
     let broker = Broker::new(&platform.vhost.amqp_url, 1, "bench")?;
     let ch = broker.channel().await?;
-    let q = ch.queue_declare("".into(), QueueDeclareOptions { exclusive: true, ..Default::default() }, FieldTable::default()).await?;
-    ch.queue_bind(q.name().clone(), EVENTS_EXCHANGE.into(), "order.*".into(), QueueBindOptions::default(), FieldTable::default())
+    let q = ch
+        .queue_declare("".into(), QueueDeclareOptions { exclusive: true, ..Default::default() }, FieldTable::default())
         .await?;
+    ch.queue_bind(
+        q.name().clone(),
+        EVENTS_EXCHANGE.into(),
+        "order.*".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await?;
     let mut events = ch
-        .basic_consume(q.name().clone(), "".into(), BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default())
+        .basic_consume(
+            q.name().clone(),
+            "".into(),
+            BasicConsumeOptions { no_ack: true, ..Default::default() },
+            FieldTable::default(),
+        )
         .await?;
     let waiters: Waiters = Arc::default();
     let w = waiters.clone();
@@ -81,7 +94,9 @@ async fn run() -> anyhow::Result<()> {
     });
 
     let base = platform.url(Service::Orchestrator);
-    println!("saga_throughput: {sagas} sagas per level after {warmup} warm-up sagas; 5-step order saga, all participants in-process");
+    println!(
+        "saga_throughput: {sagas} sagas per level after {warmup} warm-up sagas; 5-step order saga, all participants in-process"
+    );
     println!("{:>9} {:>10} {:>9} {:>9} {:>9} {:>9}", "in-flight", "sagas/s", "p50 ms", "p90 ms", "p99 ms", "max ms");
     for level in levels {
         drive(&platform, &base, &waiters, level, warmup).await?;
@@ -105,7 +120,13 @@ async fn run() -> anyhow::Result<()> {
 }
 
 /// Run `count` sagas with at most `level` in flight; returns each one's latency.
-async fn drive(platform: &TestPlatform, base: &str, waiters: &Waiters, level: usize, count: usize) -> anyhow::Result<Vec<Duration>> {
+async fn drive(
+    platform: &TestPlatform,
+    base: &str,
+    waiters: &Waiters,
+    level: usize,
+    count: usize,
+) -> anyhow::Result<Vec<Duration>> {
     let permits = Arc::new(Semaphore::new(level));
     let mut handles = Vec::with_capacity(count);
     for i in 0..count {
@@ -120,7 +141,10 @@ async fn drive(platform: &TestPlatform, base: &str, waiters: &Waiters, level: us
             let resp = http.post(&url).json(&order(&sku, 1, 100, "DE")).send().await?;
             anyhow::ensure!(resp.status().as_u16() == 202, "POST /orders answered {}", resp.status());
             let body: Value = resp.json().await?;
-            let id = body["saga_id"].as_str().and_then(|s| Uuid::parse_str(s).ok()).ok_or_else(|| anyhow::anyhow!("no saga_id"))?;
+            let id = body["saga_id"]
+                .as_str()
+                .and_then(|s| Uuid::parse_str(s).ok())
+                .ok_or_else(|| anyhow::anyhow!("no saga_id"))?;
             let (tx, rx) = oneshot::channel();
             {
                 let mut ends = waiters.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;

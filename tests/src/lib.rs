@@ -28,13 +28,8 @@ pub enum Service {
 }
 
 impl Service {
-    pub const ALL: [Service; 5] = [
-        Service::Orchestrator,
-        Service::Inventory,
-        Service::Payment,
-        Service::Shipping,
-        Service::Notification,
-    ];
+    pub const ALL: [Service; 5] =
+        [Service::Orchestrator, Service::Inventory, Service::Payment, Service::Shipping, Service::Notification];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -160,7 +155,8 @@ impl TestPlatform {
         let common = self.settings(service);
         let app = match service {
             Service::Orchestrator => {
-                let mut s = orchestrator::settings::OrchestratorSettings::for_tests(&common.amqp_url, &common.database_url);
+                let mut s =
+                    orchestrator::settings::OrchestratorSettings::for_tests(&common.amqp_url, &common.database_url);
                 s.common = common;
                 s.step_timeout = self.config.step_timeout;
                 s.max_step_timeout = self.config.max_step_timeout;
@@ -209,7 +205,8 @@ impl TestPlatform {
     /// Base URL of the first running instance of `service`.
     pub fn url(&self, service: Service) -> String {
         let procs = self.procs.lock().expect("procs");
-        let p = procs.iter().find(|p| p.service == service).unwrap_or_else(|| panic!("{} is not running", service.name()));
+        let p =
+            procs.iter().find(|p| p.service == service).unwrap_or_else(|| panic!("{} is not running", service.name()));
         format!("http://{}", p.addr)
     }
 
@@ -242,7 +239,8 @@ impl TestPlatform {
 
     /// `GET /sagas/{id}`.
     pub async fn saga(&self, id: Uuid) -> Value {
-        let resp = self.http.get(format!("{}/sagas/{id}", self.url(Service::Orchestrator))).send().await.expect("GET /sagas");
+        let resp =
+            self.http.get(format!("{}/sagas/{id}", self.url(Service::Orchestrator))).send().await.expect("GET /sagas");
         assert!(resp.status().is_success(), "GET /sagas/{id}: {}", resp.status());
         resp.json().await.expect("json")
     }

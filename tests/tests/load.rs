@@ -78,7 +78,11 @@ async fn five_hundred_concurrent_orders_on_two_instances_of_everything_conserve_
         let (on_hand, reserved) = p.stock(sku).await;
         let (on_hand0, reserved0) = before[sku];
         assert_eq!(reserved, reserved0, "{sku}: nothing left reserved");
-        assert_eq!(on_hand, on_hand0 - bought.get(sku).copied().unwrap_or(0), "{sku}: on_hand dropped by exactly what completed orders bought");
+        assert_eq!(
+            on_hand,
+            on_hand0 - bought.get(sku).copied().unwrap_or(0),
+            "{sku}: on_hand dropped by exactly what completed orders bought"
+        );
     }
     p.shutdown().await;
 }
@@ -98,7 +102,10 @@ async fn kill_connections(p: &TestPlatform) -> usize {
         .unwrap();
     for c in &conns {
         let name = c["name"].as_str().unwrap();
-        let encoded: String = name.bytes().map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") }).collect();
+        let encoded: String = name
+            .bytes()
+            .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
+            .collect();
         p.http
             .delete(format!("{api}/api/connections/{encoded}"))
             .basic_auth("guest", Some("guest"))

@@ -62,7 +62,14 @@ async fn happy_path_completes_every_step_and_moves_stock() {
     );
     assert_eq!(
         sent_types(&saga),
-        ["inventory.reserve", "payment.authorize", "shipping.schedule", "payment.capture", "inventory.commit", "order.completed"]
+        [
+            "inventory.reserve",
+            "payment.authorize",
+            "shipping.schedule",
+            "payment.capture",
+            "inventory.commit",
+            "order.completed"
+        ]
     );
     let timeline = saga["timeline"].as_array().unwrap();
     assert!(timeline.iter().all(|e| e["at"].is_string()));
@@ -126,7 +133,14 @@ async fn unsupported_destination_compensates_in_reverse_order() {
     let saga = p.wait_for_status(id, "COMPENSATED", WAIT).await;
     assert_eq!(
         sent_types(&saga),
-        ["inventory.reserve", "payment.authorize", "shipping.schedule", "payment.void", "inventory.release", "order.compensated"],
+        [
+            "inventory.reserve",
+            "payment.authorize",
+            "shipping.schedule",
+            "payment.void",
+            "inventory.release",
+            "order.compensated"
+        ],
         "the payment is voided before the reservation is released"
     );
     assert_eq!(steps(&saga)[2], ("schedule_shipment".into(), "failed".into()));
@@ -155,7 +169,15 @@ async fn the_same_idempotency_key_returns_the_same_saga() {
     let other = p.submit(&order("SKU-0005", 2, 100, "DE"), Some("order-abc-1")).await;
     assert_eq!(other.status().as_u16(), 422);
     assert_eq!(other.headers()["content-type"], "application/problem+json");
-    let list: Value = p.http.get(format!("{}/sagas?limit=10", p.url(Service::Orchestrator))).send().await.unwrap().json().await.unwrap();
+    let list: Value = p
+        .http
+        .get(format!("{}/sagas?limit=10", p.url(Service::Orchestrator)))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(list["items"].as_array().unwrap().len(), 1, "one saga for one key");
     p.shutdown().await;
 }
@@ -173,9 +195,21 @@ async fn bad_requests_get_problem_details_and_never_a_500() {
         (post_raw("{}", "text/plain").await.unwrap(), 415),
         (p.submit(&order("SKU-0001", 0, 100, "DE"), None).await, 422),
         (p.submit(&order("SKU-0001", 1, 100, "Germany"), None).await, 422),
-        (p.submit(&json!({"customer_id": "c", "currency": "EUR", "items": [], "shipping_address": {}}), None).await, 422),
+        (
+            p.submit(&json!({"customer_id": "c", "currency": "EUR", "items": [], "shipping_address": {}}), None).await,
+            422,
+        ),
         (p.submit(&order("SKU-0001", 1, 100, "DE"), Some("has space")).await, 400),
-        (p.http.post(format!("{base}/orders")).header("content-type", "application/json").body("x".repeat(200_000)).send().await.unwrap(), 413),
+        (
+            p.http
+                .post(format!("{base}/orders"))
+                .header("content-type", "application/json")
+                .body("x".repeat(200_000))
+                .send()
+                .await
+                .unwrap(),
+            413,
+        ),
         (p.http.get(format!("{base}/sagas/not-a-uuid")).send().await.unwrap(), 400),
         (p.http.get(format!("{base}/sagas/{}", Uuid::now_v7())).send().await.unwrap(), 404),
         (p.http.get(format!("{base}/sagas?status=DONE")).send().await.unwrap(), 400),
@@ -246,7 +280,10 @@ async fn a_duplicate_command_changes_nothing_and_duplicate_or_late_replies_are_i
     let publisher = Publisher::new(Broker::new(&p.vhost.amqp_url, 1, "test").unwrap());
 
     // The reserve command again, same idempotency key, new message id: a re-send after a timeout.
-    let reserve = Command::ReserveInventory(ReserveInventory { order_id: id, items: vec![StockLine { sku: "SKU-0007".into(), quantity: 4 }] });
+    let reserve = Command::ReserveInventory(ReserveInventory {
+        order_id: id,
+        items: vec![StockLine { sku: "SKU-0007".into(), quantity: 4 }],
+    });
     let key = contracts::envelope::idempotency_key(id, "reserve_inventory", "do");
     publisher.publish(&command(id, &reserve, &key)).await.unwrap();
     publisher.publish(&command(id, &reserve, &key)).await.unwrap();
@@ -258,21 +295,28 @@ async fn a_duplicate_command_changes_nothing_and_duplicate_or_late_replies_are_i
 
     let saga = p
         .wait_for(id, "late reply noted", WAIT, |s| {
-            s["timeline"].as_array().unwrap().iter().any(|e| e["kind"] == "ignored" && e["caused_by"]["message_id"] == late_msg.meta.message_id.to_string())
+            s["timeline"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["kind"] == "ignored" && e["caused_by"]["message_id"] == late_msg.meta.message_id.to_string())
         })
         .await;
     assert_eq!(saga["status"], "COMPLETED");
-    let metrics = p.http.get(format!("{}/metrics", p.url(Service::Orchestrator))).send().await.unwrap().text().await.unwrap();
+    let metrics =
+        p.http.get(format!("{}/metrics", p.url(Service::Orchestrator))).send().await.unwrap().text().await.unwrap();
     // Inventory answered the re-sent command with its stored reply, which the orchestrator has
     // seen: duplicates; our own copy of the late reply: one more.
     let duplicate_count = eventually("duplicates counted", WAIT, || async {
-        let m = p.http.get(format!("{}/metrics", p.url(Service::Orchestrator))).send().await.unwrap().text().await.unwrap();
+        let m =
+            p.http.get(format!("{}/metrics", p.url(Service::Orchestrator))).send().await.unwrap().text().await.unwrap();
         let n = metric(&m, "saga_replies_ignored_total{reason=\"duplicate\"}");
         (n >= 3.0).then_some(n)
     })
     .await;
     assert!(duplicate_count >= 3.0, "{metrics}");
-    let inventory_metrics = p.http.get(format!("{}/metrics", p.url(Service::Inventory))).send().await.unwrap().text().await.unwrap();
+    let inventory_metrics =
+        p.http.get(format!("{}/metrics", p.url(Service::Inventory))).send().await.unwrap().text().await.unwrap();
     assert!(metric(&inventory_metrics, "saga_messages_duplicate_total{queue=\"inventory.commands\"}") >= 2.0);
     // Stock moved once.
     assert_eq!(p.stock("SKU-0007").await, (before.0 - 4, before.1));
@@ -280,9 +324,7 @@ async fn a_duplicate_command_changes_nothing_and_duplicate_or_late_replies_are_i
 }
 
 fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).map(|v| v.trim().parse::<f64>().unwrap_or(0.0)))
-        .unwrap_or(0.0)
+    text.lines().find_map(|l| l.strip_prefix(series).map(|v| v.trim().parse::<f64>().unwrap_or(0.0))).unwrap_or(0.0)
 }
 
 #[tokio::test]
@@ -296,10 +338,19 @@ async fn malformed_messages_land_in_their_own_dead_letter_queue_and_consumers_go
             .with_message_id(Uuid::now_v7().to_string().into())
             .with_correlation_id(Uuid::now_v7().to_string().into())
     };
-    publisher.publish_raw(REPLIES_EXCHANGE, "inventory.reserved", true, props("inventory.reserved"), b"{not json").await.unwrap();
+    publisher
+        .publish_raw(REPLIES_EXCHANGE, "inventory.reserved", true, props("inventory.reserved"), b"{not json")
+        .await
+        .unwrap();
     publisher.publish_raw(COMMANDS_EXCHANGE, "payment.authorize", true, props("payment.explode"), b"{}").await.unwrap();
     publisher
-        .publish_raw(COMMANDS_EXCHANGE, "inventory.reserve", true, BasicProperties::default().with_type("inventory.reserve".into()), b"{}")
+        .publish_raw(
+            COMMANDS_EXCHANGE,
+            "inventory.reserve",
+            true,
+            BasicProperties::default().with_type("inventory.reserve".into()),
+            b"{}",
+        )
         .await
         .unwrap();
     let ch = broker.channel().await.unwrap();
@@ -413,7 +464,8 @@ async fn a_compensation_that_cannot_be_done_ends_failed_and_visible() {
     })
     .await;
     assert_eq!(notes[0]["kind"], "failure");
-    let metrics = p.http.get(format!("{}/metrics", p.url(Service::Orchestrator))).send().await.unwrap().text().await.unwrap();
+    let metrics =
+        p.http.get(format!("{}/metrics", p.url(Service::Orchestrator))).send().await.unwrap().text().await.unwrap();
     assert_eq!(metric(&metrics, "saga_finished_total{definition=\"order\",status=\"FAILED\"}"), 1.0);
     p.shutdown().await;
 }

@@ -132,11 +132,7 @@ impl Incoming {
             None => None,
             Some(c) => Some(Uuid::parse_str(&c).map_err(|_| DecodeError::MissingField(headers::CAUSATION_ID))?),
         };
-        let attempt = self
-            .header_int(headers::ATTEMPT)
-            .and_then(|a| u32::try_from(a).ok())
-            .unwrap_or(1)
-            .max(1);
+        let attempt = self.header_int(headers::ATTEMPT).and_then(|a| u32::try_from(a).ok()).unwrap_or(1).max(1);
         Ok(Meta {
             message_id,
             saga_id,
@@ -156,7 +152,6 @@ impl Incoming {
         let message = M::decode(&meta.message_type, meta.schema_version, &self.body)?;
         Ok((meta, message))
     }
-
 }
 
 fn header<'a>(p: &'a BasicProperties, name: &str) -> Option<&'a AMQPValue> {
@@ -207,8 +202,8 @@ pub fn rfc3339(t: DateTime<Utc>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use contracts::commands::ReleaseInventory;
     use contracts::Command;
+    use contracts::commands::ReleaseInventory;
 
     #[test]
     fn meta_round_trips_through_amqp_properties() {
@@ -244,7 +239,8 @@ mod tests {
             body: b"{}".to_vec(),
         };
         assert!(matches!(incoming.meta(), Err(DecodeError::MissingType)));
-        let incoming = Incoming { properties: BasicProperties::default().with_type("inventory.release".into()), ..incoming };
+        let incoming =
+            Incoming { properties: BasicProperties::default().with_type("inventory.release".into()), ..incoming };
         assert!(matches!(incoming.meta(), Err(DecodeError::MissingField("message_id"))));
     }
 }

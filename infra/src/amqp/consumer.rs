@@ -96,17 +96,9 @@ async fn session<H: DeliveryHandler>(
     in_flight: &TaskTracker,
 ) -> Result<(), String> {
     let channel = broker.channel().await.map_err(|e| e.to_string())?;
-    channel
-        .basic_qos(config.prefetch, BasicQosOptions::default())
-        .await
-        .map_err(|e| format!("basic.qos: {e}"))?;
+    channel.basic_qos(config.prefetch, BasicQosOptions::default()).await.map_err(|e| format!("basic.qos: {e}"))?;
     let mut consumer = channel
-        .basic_consume(
-            config.queue.as_str().into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
+        .basic_consume(config.queue.as_str().into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
         .await
         .map_err(|e| format!("basic.consume on {}: {e}", config.queue))?;
     let tag = consumer.tag();
@@ -202,7 +194,10 @@ async fn settle(
                 &[
                     (headers::DELIVERY_ATTEMPT.into(), HeaderValue::Int(attempt + 1)),
                     (headers::LAST_ERROR.into(), HeaderValue::Str(truncate(&reason))),
-                    (headers::FIRST_FAILURE_AT.into(), HeaderValue::Str(incoming.header_str(headers::FIRST_FAILURE_AT).unwrap_or_else(|| now.clone()))),
+                    (
+                        headers::FIRST_FAILURE_AT.into(),
+                        HeaderValue::Str(incoming.header_str(headers::FIRST_FAILURE_AT).unwrap_or_else(|| now.clone())),
+                    ),
                     (headers::LAST_FAILURE_AT.into(), HeaderValue::Str(now)),
                     (headers::ORIGINAL_EXCHANGE.into(), HeaderValue::Str(original_exchange(incoming))),
                     (headers::ORIGINAL_ROUTING_KEY.into(), HeaderValue::Str(original_routing_key(incoming))),
@@ -237,7 +232,10 @@ async fn settle(
             (headers::DEAD_LETTER_ERROR.into(), HeaderValue::Str(truncate(&error))),
             (headers::DEAD_LETTER_QUEUE.into(), HeaderValue::Str(queue.to_owned())),
             (headers::DELIVERY_ATTEMPT.into(), HeaderValue::Int(attempt)),
-            (headers::FIRST_FAILURE_AT.into(), HeaderValue::Str(incoming.header_str(headers::FIRST_FAILURE_AT).unwrap_or_else(|| now.clone()))),
+            (
+                headers::FIRST_FAILURE_AT.into(),
+                HeaderValue::Str(incoming.header_str(headers::FIRST_FAILURE_AT).unwrap_or_else(|| now.clone())),
+            ),
             (headers::LAST_FAILURE_AT.into(), HeaderValue::Str(now)),
             (headers::ORIGINAL_EXCHANGE.into(), HeaderValue::Str(original_exchange(incoming))),
             (headers::ORIGINAL_ROUTING_KEY.into(), HeaderValue::Str(original_routing_key(incoming))),
@@ -262,15 +260,11 @@ async fn settle(
 /// The exchange the message was first published to (a retried message arrives from the default
 /// exchange, so the first value recorded wins).
 fn original_exchange(incoming: &Incoming) -> String {
-    incoming
-        .header_str(headers::ORIGINAL_EXCHANGE)
-        .unwrap_or_else(|| incoming.exchange.clone())
+    incoming.header_str(headers::ORIGINAL_EXCHANGE).unwrap_or_else(|| incoming.exchange.clone())
 }
 
 fn original_routing_key(incoming: &Incoming) -> String {
-    incoming
-        .header_str(headers::ORIGINAL_ROUTING_KEY)
-        .unwrap_or_else(|| incoming.routing_key.clone())
+    incoming.header_str(headers::ORIGINAL_ROUTING_KEY).unwrap_or_else(|| incoming.routing_key.clone())
 }
 
 /// Header values stay readable: errors are cut at 1 KiB (on a char boundary).

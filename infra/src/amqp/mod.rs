@@ -49,10 +49,7 @@ pub struct Broker {
 impl Broker {
     /// Create the pool; connections open lazily. `name` shows in the management console.
     pub fn new(url: &str, pool_size: usize, name: &str) -> Result<Self, TransportError> {
-        let config = Config {
-            url: Some(url.to_owned()),
-            pool: Some(PoolConfig::new(pool_size)),
-        };
+        let config = Config { url: Some(url.to_owned()), pool: Some(PoolConfig::new(pool_size)) };
         let name = name.to_owned();
         let pool = config
             .create_pool(
@@ -65,14 +62,8 @@ impl Broker {
 
     /// A fresh channel on a pooled connection. A dead connection is replaced by the pool.
     pub async fn channel(&self) -> Result<Channel, TransportError> {
-        let conn = self
-            .pool
-            .get()
-            .await
-            .map_err(|e| TransportError::Connect(e.to_string()))?;
-        conn.create_channel()
-            .await
-            .map_err(TransportError::amqp("channel.open"))
+        let conn = self.pool.get().await.map_err(|e| TransportError::Connect(e.to_string()))?;
+        conn.create_channel().await.map_err(TransportError::amqp("channel.open"))
     }
 
     /// Whether a connection can be had and is open (readiness check).

@@ -46,12 +46,7 @@ pub struct Publisher {
 
 impl Publisher {
     pub fn new(broker: Broker) -> Self {
-        Publisher {
-            broker,
-            idle: Mutex::new(Vec::new()),
-            max_idle: 8,
-            confirm_timeout: Duration::from_secs(10),
-        }
+        Publisher { broker, idle: Mutex::new(Vec::new()), max_idle: 8, confirm_timeout: Duration::from_secs(10) }
     }
 
     async fn checkout(&self) -> Result<Channel, TransportError> {
@@ -60,9 +55,7 @@ impl Publisher {
             return Ok(ch);
         }
         let ch = self.broker.channel().await?;
-        ch.confirm_select(ConfirmSelectOptions::default())
-            .await
-            .map_err(TransportError::amqp("confirm.select"))?;
+        ch.confirm_select(ConfirmSelectOptions::default()).await.map_err(TransportError::amqp("confirm.select"))?;
         Ok(ch)
     }
 
@@ -79,10 +72,7 @@ impl Publisher {
 
     /// Publish one message and wait for its confirm.
     pub async fn publish(&self, message: &Outgoing) -> Result<(), PublishError> {
-        self.publish_batch(std::slice::from_ref(message))
-            .await
-            .pop()
-            .unwrap_or(Err(PublishError::Nack))
+        self.publish_batch(std::slice::from_ref(message)).await.pop().unwrap_or(Err(PublishError::Nack))
     }
 
     /// Publish a batch on one channel, pipelined, then wait for every confirm. One result per
@@ -127,10 +117,7 @@ impl Publisher {
         let mut pending = Vec::with_capacity(messages.len());
         let mut healthy = true;
         for (exchange, routing_key, mandatory, properties, body) in messages {
-            let options = BasicPublishOptions {
-                mandatory: *mandatory,
-                ..BasicPublishOptions::default()
-            };
+            let options = BasicPublishOptions { mandatory: *mandatory, ..BasicPublishOptions::default() };
             let sent = channel
                 .basic_publish((*exchange).into(), (*routing_key).into(), options, body, properties.clone())
                 .await;
@@ -148,10 +135,9 @@ impl Publisher {
                 .map_err(TransportError::amqp("confirm"))?;
             match confirmation {
                 Confirmation::Ack(None) => Ok(()),
-                Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)) => Err(PublishError::Returned {
-                    code: returned.reply_code,
-                    text: returned.reply_text.to_string(),
-                }),
+                Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)) => {
+                    Err(PublishError::Returned { code: returned.reply_code, text: returned.reply_text.to_string() })
+                }
                 Confirmation::Nack(None) => Err(PublishError::Nack),
                 // The channel is always in confirm mode; an unconfirmed publish is not a success.
                 Confirmation::NotRequested => Err(PublishError::Nack),

@@ -52,7 +52,9 @@ impl SagaDefinition for OrderSaga {
     fn command(&self, saga_id: Uuid, step: &StepDef, action: Action, order: &OrderRequest) -> Command {
         match (step.name, action) {
             ("reserve_inventory", Action::Do) => reserve(saga_id, order),
-            ("reserve_inventory", Action::Compensate) => Command::ReleaseInventory(ReleaseInventory { order_id: saga_id }),
+            ("reserve_inventory", Action::Compensate) => {
+                Command::ReleaseInventory(ReleaseInventory { order_id: saga_id })
+            }
             ("authorize_payment", Action::Do) => authorize(saga_id, order),
             ("authorize_payment", Action::Compensate) => Command::VoidPayment(VoidPayment { order_id: saga_id }),
             ("schedule_shipment", _) => schedule(saga_id, order),
@@ -72,11 +74,19 @@ impl SagaDefinition for OrderSaga {
     }
 
     fn compensated_event(&self, saga_id: Uuid, order: &OrderRequest, reason: &str) -> Event {
-        Event::OrderCompensated(OrderCompensated { order_id: saga_id, customer_id: order.customer_id.clone(), reason: reason.to_owned() })
+        Event::OrderCompensated(OrderCompensated {
+            order_id: saga_id,
+            customer_id: order.customer_id.clone(),
+            reason: reason.to_owned(),
+        })
     }
 
     fn failed_event(&self, saga_id: Uuid, order: &OrderRequest, reason: &str) -> Event {
-        Event::OrderFailed(OrderFailed { order_id: saga_id, customer_id: order.customer_id.clone(), reason: reason.to_owned() })
+        Event::OrderFailed(OrderFailed {
+            order_id: saga_id,
+            customer_id: order.customer_id.clone(),
+            reason: reason.to_owned(),
+        })
     }
 }
 
@@ -140,7 +150,12 @@ mod tests {
         for step in ORDER_STEPS {
             assert_eq!(OrderSaga.command(id, step, Action::Do, &order).message_type(), step.command, "{}", step.name);
             if let Some(c) = step.compensation {
-                assert_eq!(OrderSaga.command(id, step, Action::Compensate, &order).message_type(), c.command, "{}", step.name);
+                assert_eq!(
+                    OrderSaga.command(id, step, Action::Compensate, &order).message_type(),
+                    c.command,
+                    "{}",
+                    step.name
+                );
             }
         }
     }

@@ -20,7 +20,10 @@ pub fn router(pool: PgPool) -> Router {
 }
 
 async fn all(State(pool): State<PgPool>) -> Response {
-    match sqlx::query_as::<_, StockLevel>("SELECT sku, on_hand, reserved FROM stock ORDER BY sku").fetch_all(&pool).await {
+    match sqlx::query_as::<_, StockLevel>("SELECT sku, on_hand, reserved FROM stock ORDER BY sku")
+        .fetch_all(&pool)
+        .await
+    {
         Ok(rows) => Json(rows).into_response(),
         Err(e) => Problem::internal(&e).into_response(),
     }

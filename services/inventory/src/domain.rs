@@ -84,8 +84,11 @@ mod tests {
 
     #[test]
     fn all_or_nothing() {
-        let stock: BTreeMap<String, Level> =
-            [("A".to_string(), Level { on_hand: 10, reserved: 8 }), ("B".to_string(), Level { on_hand: 5, reserved: 0 })].into();
+        let stock: BTreeMap<String, Level> = [
+            ("A".to_string(), Level { on_hand: 10, reserved: 8 }),
+            ("B".to_string(), Level { on_hand: 5, reserved: 0 }),
+        ]
+        .into();
         assert_eq!(shortage(&demand(&[line("A", 2), line("B", 5)]), &stock), None);
         assert_eq!(
             shortage(&demand(&[line("A", 3), line("B", 1)]), &stock),

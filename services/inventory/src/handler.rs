@@ -16,7 +16,12 @@ use crate::domain::{self, Level};
 pub struct InventoryHandler;
 
 impl MessageHandler<Command> for InventoryHandler {
-    async fn handle(&self, tx: &mut PgConnection, _meta: &Meta, command: Command) -> Result<Option<Reply>, HandlerError> {
+    async fn handle(
+        &self,
+        tx: &mut PgConnection,
+        _meta: &Meta,
+        command: Command,
+    ) -> Result<Option<Reply>, HandlerError> {
         let order_id = match &command {
             Command::ReserveInventory(c) => c.order_id,
             Command::ReleaseInventory(c) => c.order_id,
@@ -74,7 +79,11 @@ async fn reserve(tx: &mut PgConnection, c: ReserveInventory) -> Result<Reply, Ha
         rows.into_iter().map(|(sku, on_hand, reserved)| (sku, Level { on_hand, reserved })).collect();
     if let Some(short) = domain::shortage(&demand, &stock) {
         tracing::info!(order_id = %c.order_id, code = short.code(), "reservation refused");
-        return Ok(Reply::InventoryRejected(Rejected { order_id: c.order_id, code: short.code().into(), reason: short.reason() }));
+        return Ok(Reply::InventoryRejected(Rejected {
+            order_id: c.order_id,
+            code: short.code().into(),
+            reason: short.reason(),
+        }));
     }
     let quantities: Vec<i64> = demand.values().copied().collect();
     sqlx::query(

@@ -16,7 +16,11 @@ pub fn notice(event: &Event) -> Notice {
         Event::OrderCompleted(OrderCompleted { order_id, customer_id, total_cents, currency }) => Notice {
             kind: "confirmation",
             customer_id: customer_id.clone(),
-            message: format!("Your order {order_id} is confirmed: {}.{:02} {currency}.", total_cents / 100, total_cents % 100),
+            message: format!(
+                "Your order {order_id} is confirmed: {}.{:02} {currency}.",
+                total_cents / 100,
+                total_cents % 100
+            ),
             reason: None,
         },
         Event::OrderCompensated(OrderCompensated { order_id, customer_id, reason }) => Notice {
@@ -42,12 +46,22 @@ mod tests {
     #[test]
     fn each_event_has_its_notice() {
         let id = Uuid::nil();
-        let n = notice(&Event::OrderCompleted(OrderCompleted { order_id: id, customer_id: "c".into(), total_cents: 3998, currency: "EUR".into() }));
+        let n = notice(&Event::OrderCompleted(OrderCompleted {
+            order_id: id,
+            customer_id: "c".into(),
+            total_cents: 3998,
+            currency: "EUR".into(),
+        }));
         assert_eq!((n.kind, n.reason), ("confirmation", None));
         assert!(n.message.contains("39.98 EUR"));
-        let n = notice(&Event::OrderCompensated(OrderCompensated { order_id: id, customer_id: "c".into(), reason: "declined".into() }));
+        let n = notice(&Event::OrderCompensated(OrderCompensated {
+            order_id: id,
+            customer_id: "c".into(),
+            reason: "declined".into(),
+        }));
         assert_eq!((n.kind, n.reason.as_deref()), ("cancellation", Some("declined")));
-        let n = notice(&Event::OrderFailed(OrderFailed { order_id: id, customer_id: "c".into(), reason: "void".into() }));
+        let n =
+            notice(&Event::OrderFailed(OrderFailed { order_id: id, customer_id: "c".into(), reason: "void".into() }));
         assert_eq!(n.kind, "failure");
     }
 }

@@ -35,5 +35,8 @@ impl NotificationSettings {
 pub async fn build(settings: NotificationSettings) -> Result<App, StartupError> {
     let platform = Platform::start(settings.common, &MIGRATOR).await?;
     let routes = api::router(platform.db.clone());
-    Ok(App::new(platform).await?.routes(routes).participant::<Event, _>(NOTIFICATION_QUEUE, handler::NotificationHandler))
+    Ok(App::new(platform)
+        .await?
+        .routes(routes)
+        .participant::<Event, _>(NOTIFICATION_QUEUE, handler::NotificationHandler))
 }

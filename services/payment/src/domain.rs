@@ -10,7 +10,10 @@ pub struct Decline {
 /// `None` if the amount may be authorized.
 pub fn decline(amount_cents: i64, currency: &str, limit_cents: i64) -> Option<Decline> {
     if !(currency.len() == 3 && currency.bytes().all(|b| b.is_ascii_uppercase())) {
-        return Some(Decline { code: "invalid_currency", reason: format!("currency {currency:?} is not an ISO 4217 code") });
+        return Some(Decline {
+            code: "invalid_currency",
+            reason: format!("currency {currency:?} is not an ISO 4217 code"),
+        });
     }
     if amount_cents <= 0 {
         return Some(Decline { code: "invalid_amount", reason: format!("amount {amount_cents} must be positive") });

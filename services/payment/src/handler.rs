@@ -17,7 +17,12 @@ pub struct PaymentHandler {
 }
 
 impl MessageHandler<Command> for PaymentHandler {
-    async fn handle(&self, tx: &mut PgConnection, meta: &Meta, command: Command) -> Result<Option<Reply>, HandlerError> {
+    async fn handle(
+        &self,
+        tx: &mut PgConnection,
+        meta: &Meta,
+        command: Command,
+    ) -> Result<Option<Reply>, HandlerError> {
         let key = meta.dedupe_key();
         let order_id = match &command {
             Command::AuthorizePayment(c) => c.order_id,
@@ -48,11 +53,12 @@ fn transient(e: impl std::fmt::Display) -> HandlerError {
 
 impl PaymentHandler {
     async fn authorize(&self, tx: &mut PgConnection, key: &str, c: AuthorizePayment) -> Result<Reply, HandlerError> {
-        let existing: Option<(String, Option<String>, Option<String>)> =
-            sqlx::query_as("SELECT status, authorization_id, decline_code FROM payments WHERE order_id = $1 FOR UPDATE")
-                .bind(c.order_id)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let existing: Option<(String, Option<String>, Option<String>)> = sqlx::query_as(
+            "SELECT status, authorization_id, decline_code FROM payments WHERE order_id = $1 FOR UPDATE",
+        )
+        .bind(c.order_id)
+        .fetch_optional(&mut *tx)
+        .await?;
         if let Some((status, auth, code)) = existing {
             // Answer what was decided before; never a second authorization.
             return Ok(match (status.as_str(), auth) {
@@ -66,7 +72,9 @@ impl PaymentHandler {
                     code: "voided_before_authorization".into(),
                     reason: "the order was cancelled before this authorization arrived".into(),
                 }),
-                (_, Some(authorization_id)) => Reply::PaymentAuthorized(PaymentAuthorized { order_id: c.order_id, authorization_id }),
+                (_, Some(authorization_id)) => {
+                    Reply::PaymentAuthorized(PaymentAuthorized { order_id: c.order_id, authorization_id })
+                }
                 (other, None) => {
                     return Err(HandlerError::Permanent {
                         code: "inconsistent_payment",
@@ -88,7 +96,11 @@ impl PaymentHandler {
             .execute(&mut *tx)
             .await?;
             tracing::info!(order_id = %c.order_id, code = d.code, "payment declined");
-            return Ok(Reply::PaymentDeclined(Rejected { order_id: c.order_id, code: d.code.into(), reason: d.reason }));
+            return Ok(Reply::PaymentDeclined(Rejected {
+                order_id: c.order_id,
+                code: d.code.into(),
+                reason: d.reason,
+            }));
         }
         let authorization_id = self.gateway.authorize(key).await.map_err(transient)?;
         sqlx::query(

@@ -12,7 +12,10 @@ pub struct Refusal {
 /// Every well-formed ISO 3166-1 alpha-2 code is served, except those in `unsupported`.
 pub fn check_destination(country: &str, unsupported: &BTreeSet<String>) -> Option<Refusal> {
     if !(country.len() == 2 && country.bytes().all(|b| b.is_ascii_uppercase())) {
-        return Some(Refusal { code: "invalid_destination", reason: format!("{country:?} is not an ISO 3166-1 alpha-2 code") });
+        return Some(Refusal {
+            code: "invalid_destination",
+            reason: format!("{country:?} is not an ISO 3166-1 alpha-2 code"),
+        });
     }
     if unsupported.contains(country) {
         return Some(Refusal { code: "unsupported_destination", reason: format!("we do not ship to {country}") });

@@ -19,7 +19,12 @@ pub struct ShippingHandler {
 }
 
 impl MessageHandler<Command> for ShippingHandler {
-    async fn handle(&self, tx: &mut PgConnection, meta: &Meta, command: Command) -> Result<Option<Reply>, HandlerError> {
+    async fn handle(
+        &self,
+        tx: &mut PgConnection,
+        meta: &Meta,
+        command: Command,
+    ) -> Result<Option<Reply>, HandlerError> {
         match command {
             Command::ScheduleShipment(c) => Ok(Some(self.schedule(tx, &meta.dedupe_key(), c).await?)),
             other => Err(HandlerError::Permanent {
@@ -38,11 +43,19 @@ impl ShippingHandler {
                 .fetch_optional(&mut *tx)
                 .await?;
         if let Some((shipment_id, tracking_number)) = existing {
-            return Ok(Reply::ShipmentScheduled(ShipmentScheduled { order_id: c.order_id, shipment_id, tracking_number }));
+            return Ok(Reply::ShipmentScheduled(ShipmentScheduled {
+                order_id: c.order_id,
+                shipment_id,
+                tracking_number,
+            }));
         }
         if let Some(r) = domain::check_destination(&c.address.country, &self.unsupported) {
             tracing::info!(order_id = %c.order_id, code = r.code, "shipment refused");
-            return Ok(Reply::ShipmentRejected(Rejected { order_id: c.order_id, code: r.code.into(), reason: r.reason }));
+            return Ok(Reply::ShipmentRejected(Rejected {
+                order_id: c.order_id,
+                code: r.code.into(),
+                reason: r.reason,
+            }));
         }
         let tracking_number = self.carrier.book(key).await.map_err(|e| HandlerError::Transient(e.to_string()))?;
         let shipment_id = Uuid::now_v7();
