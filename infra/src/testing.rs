@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 fn admin_url() -> String {
@@ -151,4 +152,99 @@ where
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(200));
     }
+}
+
+/// A queue of our own bound to an exchange, to watch what a service publishes (replies, events).
+pub struct Tap {
+    _channel: lapin::Channel,
+    consumer: lapin::Consumer,
+}
+
+impl Tap {
+    /// Bind an exclusive, auto-deleted queue to `exchange` with `binding_key`. Declare it before
+    /// causing the messages you want to see.
+    pub async fn bind(broker: &crate::amqp::Broker, exchange: &str, binding_key: &str) -> Tap {
+        use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+        use lapin::types::FieldTable;
+        let channel = broker.channel().await.expect("channel");
+        let q = channel
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions { exclusive: true, ..Default::default() },
+                FieldTable::default(),
+            )
+            .await
+            .expect("declare tap queue");
+        channel
+            .queue_bind(
+                q.name().clone(),
+                exchange.into(),
+                binding_key.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("bind tap queue");
+        let consumer = channel
+            .basic_consume(
+                q.name().clone(),
+                "".into(),
+                BasicConsumeOptions { no_ack: true, ..Default::default() },
+                FieldTable::default(),
+            )
+            .await
+            .expect("consume tap queue");
+        Tap { _channel: channel, consumer }
+    }
+
+    /// The next message, decoded as `M`, within `timeout`.
+    pub async fn next<M: contracts::Message>(&mut self, timeout: Duration) -> (contracts::Meta, M) {
+        use futures_util::StreamExt;
+        let delivery = tokio::time::timeout(timeout, self.consumer.next())
+            .await
+            .expect("a message within the timeout")
+            .expect("tap stream open")
+            .expect("delivery");
+        let incoming = crate::amqp::Incoming {
+            exchange: delivery.exchange.to_string(),
+            routing_key: delivery.routing_key.to_string(),
+            redelivered: delivery.redelivered,
+            properties: delivery.properties.clone(),
+            body: delivery.data.clone(),
+        };
+        incoming.decode::<M>().expect("decodable message")
+    }
+
+    /// `true` if nothing arrives within `quiet` (to show that something was *not* sent).
+    pub async fn nothing_within(&mut self, quiet: Duration) -> bool {
+        use futures_util::StreamExt;
+        tokio::time::timeout(quiet, self.consumer.next()).await.is_err()
+    }
+}
+
+/// A command with the platform's envelope, as the orchestrator sends it, keyed for dedupe.
+pub fn command(saga_id: Uuid, command: &contracts::Command, idempotency_key: &str) -> crate::amqp::Outgoing {
+    use contracts::Message;
+    let meta = contracts::Meta::new(saga_id, command.message_type()).with_idempotency_key(idempotency_key);
+    crate::amqp::Outgoing::new(contracts::topology::COMMANDS_EXCHANGE, true, meta, command)
+}
+
+/// Run an app until the returned token is cancelled; await the handle to see it stop.
+pub fn spawn_app(app: crate::platform::App) -> (CancellationToken, tokio::task::JoinHandle<std::io::Result<()>>) {
+    let token = CancellationToken::new();
+    let handle = tokio::spawn(app.run(token.clone()));
+    (token, handle)
+}
+
+/// Take one message from `queue` (acknowledged at once), if there is one.
+pub async fn get_message(broker: &crate::amqp::Broker, queue: &str) -> Option<crate::amqp::Incoming> {
+    let ch = broker.channel().await.expect("channel");
+    let msg = ch.basic_get(queue.into(), lapin::options::BasicGetOptions { no_ack: true }).await.expect("basic.get")?;
+    Some(crate::amqp::Incoming {
+        exchange: msg.delivery.exchange.to_string(),
+        routing_key: msg.delivery.routing_key.to_string(),
+        redelivered: msg.delivery.redelivered,
+        properties: msg.delivery.properties.clone(),
+        body: msg.delivery.data.clone(),
+    })
 }

@@ -1,0 +1,177 @@
+//! The payment service on the real broker and database: authorize / decline / void / capture,
+//! duplicate and racing deliveries (no double charge), refusals that must be visible (DLQ), and
+//! the read API.
+
+use std::time::Duration;
+
+use contracts::commands::{AuthorizePayment, CapturePayment, VoidPayment};
+use contracts::topology::REPLIES_EXCHANGE;
+use contracts::{Command, Reply};
+use infra::amqp::{Broker, Publisher};
+use infra::config::Settings;
+use infra::testing::{Tap, TestDb, TestVhost, command, eventually, get_message, spawn_app};
+use payment::PaymentSettings;
+use uuid::Uuid;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+struct Env {
+    _db: TestDb,
+    vhost: TestVhost,
+    base: String,
+    publisher: Publisher,
+    broker: Broker,
+    pool: sqlx::PgPool,
+}
+
+async fn env() -> (Env, infra::CancellationToken, tokio::task::JoinHandle<std::io::Result<()>>) {
+    let (vhost, db) = tokio::join!(TestVhost::create("payment"), TestDb::create("payment"));
+    let app = payment::build(PaymentSettings::for_tests(Settings::for_tests("payment", &vhost.amqp_url, &db.url)))
+        .await
+        .expect("payment starts");
+    let base = format!("http://{}", app.local_addr());
+    let pool = infra::db::connect(&db.url, 2).await.unwrap();
+    let (token, handle) = spawn_app(app);
+    let broker = Broker::new(&vhost.amqp_url, 1, "test").unwrap();
+    let publisher = Publisher::new(broker.clone());
+    (Env { _db: db, vhost, base, publisher, broker, pool }, token, handle)
+}
+
+fn authorize(order_id: Uuid, amount_cents: i64) -> Command {
+    Command::AuthorizePayment(AuthorizePayment {
+        order_id,
+        customer_id: "c-1".into(),
+        amount_cents,
+        currency: "EUR".into(),
+    })
+}
+
+fn key(order_id: Uuid, step: &str, action: &str) -> String {
+    contracts::envelope::idempotency_key(order_id, step, action)
+}
+
+async fn rows(pool: &sqlx::PgPool, order_id: Uuid) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM payments WHERE order_id = $1")
+        .bind(order_id)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn authorize_capture_and_a_duplicate_that_charges_once() {
+    let (e, token, handle) = env().await;
+    let mut replies = Tap::bind(&e.broker, REPLIES_EXCHANGE, "payment.*").await;
+    let id = Uuid::now_v7();
+    let k = key(id, "authorize_payment", "do");
+    e.publisher.publish(&command(id, &authorize(id, 5000), &k)).await.unwrap();
+    let (first_meta, first) = replies.next::<Reply>(WAIT).await;
+    assert!(matches!(first, Reply::PaymentAuthorized(_)), "{first:?}");
+    // The same command re-sent (new message id, same key): the stored reply again, nothing new.
+    e.publisher.publish(&command(id, &authorize(id, 5000), &k)).await.unwrap();
+    let (again_meta, again) = replies.next::<Reply>(WAIT).await;
+    assert_eq!(again, first);
+    assert_eq!(again_meta.message_id, first_meta.message_id, "the stored reply, same message id");
+    assert_eq!(rows(&e.pool, id).await, 1);
+    let capture = Command::CapturePayment(CapturePayment { order_id: id });
+    e.publisher.publish(&command(id, &capture, &key(id, "capture_payment", "do"))).await.unwrap();
+    assert!(matches!(replies.next::<Reply>(WAIT).await.1, Reply::PaymentCaptured(_)));
+    let body: serde_json::Value =
+        reqwest::get(format!("{}/payments/{id}", e.base)).await.unwrap().json().await.unwrap();
+    assert_eq!(body["status"], "captured");
+    assert_eq!(body["amount_cents"], 5000);
+    token.cancel();
+    handle.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn racing_deliveries_of_one_command_authorize_once() {
+    let (e, token, handle) = env().await;
+    let mut replies = Tap::bind(&e.broker, REPLIES_EXCHANGE, "payment.*").await;
+    let id = Uuid::now_v7();
+    let k = key(id, "authorize_payment", "do");
+    let msgs: Vec<_> = (0..8).map(|_| command(id, &authorize(id, 100), &k)).collect();
+    for r in e.publisher.publish_batch(&msgs).await {
+        r.unwrap();
+    }
+    let mut ids = std::collections::HashSet::new();
+    for _ in 0..8 {
+        let (meta, reply) = replies.next::<Reply>(WAIT).await;
+        assert!(matches!(reply, Reply::PaymentAuthorized(_)));
+        ids.insert(meta.message_id);
+    }
+    assert_eq!(ids.len(), 1, "every delivery answered with the one stored reply");
+    assert_eq!(rows(&e.pool, id).await, 1);
+    token.cancel();
+    handle.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn over_the_limit_is_declined_and_void_is_safe_in_every_state() {
+    let (e, token, handle) = env().await;
+    let mut replies = Tap::bind(&e.broker, REPLIES_EXCHANGE, "payment.*").await;
+    let id = Uuid::now_v7();
+    e.publisher.publish(&command(id, &authorize(id, 1_000_001), &key(id, "authorize_payment", "do"))).await.unwrap();
+    match replies.next::<Reply>(WAIT).await.1 {
+        Reply::PaymentDeclined(r) => assert_eq!(r.code, "limit_exceeded"),
+        other => panic!("{other:?}"),
+    }
+    // Voiding a declined payment, and an unknown one, are no-op successes.
+    let void = |o| Command::VoidPayment(VoidPayment { order_id: o });
+    e.publisher.publish(&command(id, &void(id), &key(id, "authorize_payment", "compensate"))).await.unwrap();
+    assert!(matches!(replies.next::<Reply>(WAIT).await.1, Reply::PaymentVoided(_)));
+    let unknown = Uuid::now_v7();
+    e.publisher
+        .publish(&command(unknown, &void(unknown), &key(unknown, "authorize_payment", "compensate")))
+        .await
+        .unwrap();
+    assert!(matches!(replies.next::<Reply>(WAIT).await.1, Reply::PaymentVoided(_)));
+    // ... and the late authorize of that voided order is refused instead of holding money.
+    e.publisher
+        .publish(&command(unknown, &authorize(unknown, 100), &key(unknown, "authorize_payment", "do")))
+        .await
+        .unwrap();
+    match replies.next::<Reply>(WAIT).await.1 {
+        Reply::PaymentDeclined(r) => assert_eq!(r.code, "voided_before_authorization"),
+        other => panic!("{other:?}"),
+    }
+    token.cancel();
+    handle.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn voiding_a_captured_payment_goes_to_the_dead_letter_queue() {
+    let (e, token, handle) = env().await;
+    let mut replies = Tap::bind(&e.broker, REPLIES_EXCHANGE, "payment.*").await;
+    let id = Uuid::now_v7();
+    e.publisher.publish(&command(id, &authorize(id, 100), &key(id, "authorize_payment", "do"))).await.unwrap();
+    replies.next::<Reply>(WAIT).await;
+    e.publisher
+        .publish(&command(
+            id,
+            &Command::CapturePayment(CapturePayment { order_id: id }),
+            &key(id, "capture_payment", "do"),
+        ))
+        .await
+        .unwrap();
+    replies.next::<Reply>(WAIT).await;
+    e.publisher
+        .publish(&command(
+            id,
+            &Command::VoidPayment(VoidPayment { order_id: id }),
+            &key(id, "authorize_payment", "compensate"),
+        ))
+        .await
+        .unwrap();
+    let dead =
+        eventually("void lands in payment.commands.dlq", WAIT, || get_message(&e.broker, "payment.commands.dlq")).await;
+    assert_eq!(dead.header_str("x-dead-letter-reason").as_deref(), Some("void_after_capture"));
+    assert!(replies.nothing_within(Duration::from_millis(300)).await, "no reply for a refused void");
+    let missing = reqwest::get(format!("{}/payments/{}", e.base, Uuid::now_v7())).await.unwrap();
+    assert_eq!(missing.status().as_u16(), 404);
+    let bad = reqwest::get(format!("{}/payments/not-a-uuid", e.base)).await.unwrap();
+    assert_eq!(bad.status().as_u16(), 400);
+    let _ = &e.vhost;
+    token.cancel();
+    handle.await.unwrap().unwrap();
+}
