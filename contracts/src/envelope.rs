@@ -22,6 +22,14 @@ pub mod headers {
     /// How many times the transport has tried to handle this delivery (1 = first). Counted by us,
     /// not by the broker's `x-death`, and carried through delayed retry rounds.
     pub const DELIVERY_ATTEMPT: &str = "x-delivery-attempt";
+    /// How many times a message was deferred (parked because a dependency was unavailable).
+    /// Deferrals do not count as delivery attempts.
+    pub const DEFERRED: &str = "x-deferred";
+    /// Set on a message an operator replayed from a dead-letter queue: that queue's name.
+    pub const REPLAYED_FROM: &str = "replayed-from";
+    /// Who replayed it, and when (RFC 3339).
+    pub const REPLAYED_BY: &str = "x-replayed-by";
+    pub const REPLAYED_AT: &str = "x-replayed-at";
     /// The last transient error, on a message parked for a delayed retry.
     pub const LAST_ERROR: &str = "x-last-error";
     /// Why a message was dead-lettered: a stable code such as `undecodable`.

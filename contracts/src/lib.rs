@@ -5,6 +5,8 @@
 //! - [`commands`]: what the orchestrator asks participants to do (`saga.commands`, key `<participant>.<verb>`).
 //! - [`replies`]: what participants answer (`saga.replies`, key `<participant>.<outcome>`).
 //! - [`events`]: facts for anyone (`saga.events`, key `order.<fact>`).
+//! - [`notices`]: what a participant's transport tells the orchestrator about a stuck command
+//!   (`saga.replies`, key `notice.<what>`).
 //! - [`envelope`]: the metadata every message carries (AMQP properties and headers) and the header names.
 //! - [`topology`]: exchanges, queues, bindings and dead-letter routes as data, and the
 //!   `definitions.json` the RabbitMQ management console imports.
@@ -14,6 +16,7 @@
 pub mod commands;
 pub mod envelope;
 pub mod events;
+pub mod notices;
 pub mod order;
 pub mod replies;
 pub mod topology;
@@ -21,6 +24,7 @@ pub mod topology;
 pub use commands::Command;
 pub use envelope::{DecodeError, Meta};
 pub use events::Event;
+pub use notices::Notice;
 pub use replies::{Reply, ReplyOutcome};
 
 /// The schema version this build writes. Readers accept every version up to and including it.

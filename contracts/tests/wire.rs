@@ -8,10 +8,11 @@ use std::path::PathBuf;
 
 use contracts::commands::*;
 use contracts::events::*;
+use contracts::notices::{DeadLettered, Waiting};
 use contracts::order::{Address, StockLine};
 use contracts::replies::*;
 use contracts::topology::{QueueType, Topology};
-use contracts::{Command, DecodeError, Event, Message, Reply};
+use contracts::{Command, DecodeError, Event, Message, Notice, Reply};
 use uuid::Uuid;
 
 fn order_id() -> Uuid {
@@ -90,6 +91,27 @@ fn events() -> Vec<Event> {
     ]
 }
 
+fn notices() -> Vec<Notice> {
+    let at = chrono::DateTime::parse_from_rfc3339("2026-11-25T10:00:00Z").unwrap().with_timezone(&chrono::Utc);
+    vec![
+        Notice::Waiting(Waiting {
+            queue: "payment.commands".into(),
+            message_id: order_id(),
+            message_type: "payment.authorize".into(),
+            reason: "payment_gateway circuit open since 2026-11-25T10:00:00Z".into(),
+            since: at,
+        }),
+        Notice::DeadLettered(DeadLettered {
+            queue: "payment.commands".into(),
+            dead_letter_queue: "payment.commands.dlq".into(),
+            message_id: order_id(),
+            message_type: "payment.capture".into(),
+            reason: "retries_exhausted".into(),
+            error: "payment_gateway failed after 3 attempts".into(),
+        }),
+    ]
+}
+
 fn fixture_path(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(format!("{name}.json"))
 }
@@ -128,6 +150,11 @@ fn replies_match_their_golden_fixtures() {
 #[test]
 fn events_match_their_golden_fixtures() {
     check_golden(events());
+}
+
+#[test]
+fn notices_match_their_golden_fixtures() {
+    check_golden(notices());
 }
 
 #[test]

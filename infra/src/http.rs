@@ -162,6 +162,15 @@ pub struct Health {
     pub extra: Vec<(&'static str, Check)>,
 }
 
+/// A readiness entry for an outside dependency: its breaker state and since when. An open breaker
+/// does not make the process unready (it still takes messages; they wait), it is shown.
+pub fn dependency_check(dependency: crate::resilience::Dependency) -> Check {
+    Arc::new(move || {
+        let status = dependency.status();
+        Box::pin(async move { Ok(serde_json::to_value(status).unwrap_or(Value::Null)) })
+    })
+}
+
 /// `/health/live`, `/health/ready` and `/metrics`.
 pub fn health_routes(health: Health) -> Router {
     Router::new()

@@ -11,6 +11,7 @@
 //! - [`participant`]: the command/event handling loop participants share: decode, dedupe,
 //!   handle in one transaction with the reply, hand the outcome to the transport.
 //! - [`http`]: health, readiness, `/metrics`, `problem+json` errors, serving with graceful shutdown.
+//! - [`resilience`]: circuit breakers and retries around calls to outside systems.
 //! - [`platform`]: wires the above into one process and runs it until a shutdown signal.
 //! - [`shutdown`]: SIGTERM/SIGINT into a cancellation token.
 //! - `testing` (feature `testing`): throwaway databases and vhosts for tests, and `eventually`.
@@ -24,6 +25,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod participant;
 pub mod platform;
+pub mod resilience;
 pub mod shutdown;
 pub mod telemetry;
 #[cfg(feature = "testing")]

@@ -24,6 +24,8 @@ pub struct Metrics {
     pub dead_lettered: IntCounterVec,
     /// Deliveries parked for a delayed retry round. Labels: queue.
     pub retried: IntCounterVec,
+    /// Deliveries parked because a dependency was unavailable (no attempt spent). Labels: queue.
+    pub deferred: IntCounterVec,
     /// Messages recognised as already handled (inbox hit). Labels: queue.
     pub duplicates: IntCounterVec,
     /// Time from delivery to outcome. Labels: queue.
@@ -61,6 +63,11 @@ impl Metrics {
         );
         let retried =
             counter("saga_messages_retried_total", "Deliveries parked for a delayed retry round.", &["queue"]);
+        let deferred = counter(
+            "saga_messages_deferred_total",
+            "Deliveries parked because a dependency was unavailable (circuit open); no attempt spent.",
+            &["queue"],
+        );
         let duplicates = counter(
             "saga_messages_duplicate_total",
             "Deliveries recognised as already handled (inbox hit); their stored reply is re-sent.",
@@ -90,6 +97,7 @@ impl Metrics {
             acked,
             dead_lettered,
             retried,
+            deferred,
             duplicates,
             handle_seconds,
             outbox_published,

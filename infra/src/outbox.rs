@@ -224,6 +224,9 @@ impl Relay {
     /// Claim, publish and settle one batch. Returns how many rows were claimed.
     async fn publish_batch(&self) -> Result<usize, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
+        // Deleting published rows need not wait for the disk: if this commit is lost in a crash,
+        // the rows are published again, and every consumer deduplicates. Saves an fsync per batch.
+        sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await?;
         let rows: Vec<Row> = sqlx::query_as(
             "DELETE FROM outbox WHERE id IN (
                 SELECT o.id FROM outbox o

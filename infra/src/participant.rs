@@ -36,11 +36,27 @@ pub enum HandlerError {
     /// message goes to the dead-letter queue with this code.
     #[error("permanent failure ({code}): {message}")]
     Permanent { code: &'static str, message: String },
+    /// A dependency is unavailable (its circuit is open): the message waits, spending no attempt.
+    #[error("waiting: {0}")]
+    Unavailable(String),
 }
 
 impl From<sqlx::Error> for HandlerError {
     fn from(e: sqlx::Error) -> Self {
         HandlerError::Transient(format!("database: {e}"))
+    }
+}
+
+impl<E: std::fmt::Display> From<crate::resilience::CallError<E>> for HandlerError {
+    fn from(e: crate::resilience::CallError<E>) -> Self {
+        use crate::resilience::CallError;
+        match e {
+            CallError::Open { .. } => HandlerError::Unavailable(e.to_string()),
+            CallError::Exhausted { .. } => HandlerError::Transient(e.to_string()),
+            CallError::Permanent { .. } => {
+                HandlerError::Permanent { code: "dependency_refused", message: e.to_string() }
+            }
+        }
     }
 }
 
@@ -152,6 +168,7 @@ where
             Ok(outcome) => outcome,
             Err(HandlerError::Transient(reason)) => Outcome::Retry { reason },
             Err(HandlerError::Permanent { code, message }) => Outcome::DeadLetter { code, error: message },
+            Err(HandlerError::Unavailable(reason)) => Outcome::Defer { reason },
         }
     }
 }

@@ -116,6 +116,7 @@ impl Platform {
             retry_delay: self.settings.retry_delay,
             max_retry_rounds: self.settings.max_retry_rounds,
             shutdown_timeout: self.settings.shutdown_timeout,
+            notices: false,
         }
     }
 }
@@ -157,10 +158,15 @@ impl App {
     }
 
     /// Consume `queue` with `handler`.
-    pub fn consume<H: DeliveryHandler>(mut self, queue: &str, handler: H) -> Self {
+    pub fn consume<H: DeliveryHandler>(self, queue: &str, handler: H) -> Self {
+        let config = self.platform.consumer_config(queue);
+        self.consume_with(config, handler)
+    }
+
+    fn consume_with<H: DeliveryHandler>(mut self, config: ConsumerConfig, handler: H) -> Self {
+        let queue = config.queue.clone();
         let p = &self.platform;
         let (broker, publisher, metrics) = (p.broker.clone(), p.publisher.clone(), p.metrics.clone());
-        let config = p.consumer_config(queue);
         let handler = Arc::new(handler);
         self.jobs.push((
             format!("consumer {queue}"),
@@ -185,7 +191,9 @@ impl App {
             queue,
             handler,
         );
-        self.consume(queue, processor)
+        // Participants tell the orchestrator when a command waits or is dead-lettered.
+        let config = ConsumerConfig { notices: true, ..self.platform.consumer_config(queue) };
+        self.consume_with(config, processor)
     }
 
     /// Run a background job until its token is cancelled.

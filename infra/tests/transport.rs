@@ -73,6 +73,7 @@ fn consumer_config(max_retry_rounds: u32) -> ConsumerConfig {
         retry_delay: Duration::from_millis(50),
         max_retry_rounds,
         shutdown_timeout: Duration::from_secs(2),
+        notices: false,
     }
 }
 

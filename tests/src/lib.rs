@@ -50,6 +50,11 @@ pub struct TestConfig {
     pub max_attempts: u32,
     pub max_compensation_attempts: u32,
     pub prefetch: u16,
+    /// Breaker and retries of payment's gateway and shipping's carrier.
+    pub dependency_policy: infra::resilience::Policy,
+    /// Delay of a delayed-retry round and of a deferral (circuit open).
+    pub retry_delay: Duration,
+    pub max_retry_rounds: u32,
 }
 
 impl Default for TestConfig {
@@ -60,6 +65,15 @@ impl Default for TestConfig {
             max_attempts: 3,
             max_compensation_attempts: 10,
             prefetch: 32,
+            dependency_policy: infra::resilience::Policy {
+                breaker_open_min: Duration::from_millis(300),
+                breaker_open_max: Duration::from_millis(600),
+                retry_base: Duration::from_millis(10),
+                retry_max: Duration::from_millis(50),
+                ..infra::resilience::Policy::default()
+            },
+            retry_delay: Duration::from_millis(200),
+            max_retry_rounds: 5,
         }
     }
 }
@@ -91,9 +105,16 @@ impl Databases {
     }
 }
 
-/// One isolated platform: its vhost, its databases, and the processes started on them.
+/// One isolated platform: its vhost, its databases, the simulated outside systems, and the
+/// processes started on them.
 pub struct TestPlatform {
     pub config: TestConfig,
+    /// The simulated payment gateway and carrier: turn their knobs to inject failures.
+    pub gateway: outside::Sim,
+    pub carrier: outside::Sim,
+    gateway_url: String,
+    carrier_url: String,
+    outside_token: CancellationToken,
     pub http: reqwest::Client,
     procs: Mutex<Vec<Proc>>,
     dbs: Databases,
@@ -112,8 +133,23 @@ impl TestPlatform {
             TestDb::create("ship"),
             TestDb::create("notif"),
         );
+        let gateway =
+            outside::Server::bind("gateway", "127.0.0.1:0".parse().expect("addr")).await.expect("gateway binds");
+        let carrier =
+            outside::Server::bind("carrier", "127.0.0.1:0".parse().expect("addr")).await.expect("carrier binds");
+        let (gateway_url, carrier_url) =
+            (format!("http://{}", gateway.local_addr()), format!("http://{}", carrier.local_addr()));
+        let (gateway_sim, carrier_sim) = (gateway.sim.clone(), carrier.sim.clone());
+        let outside_token = CancellationToken::new();
+        tokio::spawn(gateway.run(outside_token.clone()));
+        tokio::spawn(carrier.run(outside_token.clone()));
         TestPlatform {
             config,
+            gateway: gateway_sim,
+            carrier: carrier_sim,
+            gateway_url,
+            carrier_url,
+            outside_token,
             http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("http client"),
             procs: Mutex::new(Vec::new()),
             dbs: Databases { orchestrator: o, inventory: i, payment: p, shipping: s, notification: n },
@@ -142,6 +178,8 @@ impl TestPlatform {
     pub fn settings(&self, service: Service) -> Settings {
         let mut s = Settings::for_tests(service.name(), &self.vhost.amqp_url, &self.dbs.get(service).url);
         s.prefetch = self.config.prefetch;
+        s.retry_delay = self.config.retry_delay;
+        s.max_retry_rounds = self.config.max_retry_rounds;
         s
     }
 
@@ -166,8 +204,16 @@ impl TestPlatform {
                 orchestrator::build(s).await
             }
             Service::Inventory => inventory::build(inventory::InventorySettings::for_tests(common)).await,
-            Service::Payment => payment::build(payment::PaymentSettings::for_tests(common)).await,
-            Service::Shipping => shipping::build(shipping::ShippingSettings::for_tests(common)).await,
+            Service::Payment => {
+                let mut s = payment::PaymentSettings::for_tests(common, &self.gateway_url);
+                s.gateway_policy = self.config.dependency_policy;
+                payment::build(s).await
+            }
+            Service::Shipping => {
+                let mut s = shipping::ShippingSettings::for_tests(common, &self.carrier_url);
+                s.carrier_policy = self.config.dependency_policy;
+                shipping::build(s).await
+            }
             Service::Notification => notification::build(notification::NotificationSettings::for_tests(common)).await,
         }
         .unwrap_or_else(|e| panic!("{} failed to start: {e}", service.name()));
@@ -200,6 +246,7 @@ impl TestPlatform {
         for s in Service::ALL {
             self.stop(s).await;
         }
+        self.outside_token.cancel();
     }
 
     /// Base URL of the first running instance of `service`.

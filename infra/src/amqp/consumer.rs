@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use contracts::envelope::headers;
-use contracts::topology::{DEAD_LETTER_EXCHANGE, RETRY_EXCHANGE};
+use contracts::notices::{DeadLettered, Waiting};
+use contracts::topology::{self, DEAD_LETTER_EXCHANGE, REPLIES_EXCHANGE, RETRY_EXCHANGE};
+use contracts::{Message, Meta, Notice};
 use futures_util::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
@@ -21,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info_span};
 
-use super::codec::{HeaderValue, Incoming, rfc3339, with_headers};
+use super::codec::{HeaderValue, Incoming, Outgoing, rfc3339, with_headers};
 use super::{Broker, Publisher};
 use crate::metrics::Metrics;
 
@@ -36,6 +38,10 @@ pub enum Outcome {
     Retry { reason: String },
     /// Cannot ever succeed (undecodable, unknown type, handler refused): dead-letter now.
     DeadLetter { code: &'static str, error: String },
+    /// Cannot be handled *now* because a dependency is unavailable (circuit open): park it for a
+    /// delay and try again, without spending a delivery attempt. Waits as long as it takes; the
+    /// saga's step deadline still applies upstream.
+    Defer { reason: String },
 }
 
 /// Handles one delivery. Implemented by the participants' processor and the orchestrator.
@@ -51,6 +57,9 @@ pub struct ConsumerConfig {
     pub retry_delay: Duration,
     pub max_retry_rounds: u32,
     pub shutdown_timeout: Duration,
+    /// Tell the orchestrator (a [`contracts::Notice`] on `saga.replies`) when a message starts to
+    /// wait or is dead-lettered, so the saga's status can say so. For participants' command queues.
+    pub notices: bool,
 }
 
 /// Consume `config.queue` until `shutdown` is cancelled, then drain in-flight deliveries under
@@ -180,6 +189,9 @@ async fn settle(
 ) -> Result<(), String> {
     let queue = config.queue.as_str();
     let attempt = incoming.header_int(headers::DELIVERY_ATTEMPT).unwrap_or(1).max(1);
+    if let Outcome::Defer { reason } = &outcome {
+        return defer(delivery, incoming, reason, publisher, config, metrics).await;
+    }
     let (code, error) = match outcome {
         Outcome::Ack => {
             delivery.ack(BasicAckOptions::default()).await.map_err(|e| format!("ack: {e}"))?;
@@ -222,6 +234,7 @@ async fn settle(
         }
         Outcome::Retry { reason } => ("retries_exhausted", reason),
         Outcome::DeadLetter { code, error } => (code, error),
+        Outcome::Defer { .. } => return Ok(()),
     };
     tracing::error!(reason = code, %error, attempt, "dead-lettering message");
     let now = rfc3339(Utc::now());
@@ -245,6 +258,19 @@ async fn settle(
         Ok(()) => {
             delivery.ack(BasicAckOptions::default()).await.map_err(|e| format!("ack: {e}"))?;
             metrics.dead_lettered.with_label_values(&[queue, code]).inc();
+            if config.notices {
+                let notice = |meta: &Meta| {
+                    Notice::DeadLettered(DeadLettered {
+                        queue: queue.to_owned(),
+                        dead_letter_queue: topology::dead_letter_queue(queue),
+                        message_id: meta.message_id,
+                        message_type: meta.message_type.clone(),
+                        reason: code.to_owned(),
+                        error: truncate(&error),
+                    })
+                };
+                send_notice(incoming, publisher, notice).await;
+            }
             Ok(())
         }
         Err(e) => {
@@ -254,6 +280,75 @@ async fn settle(
                 .map_err(|e| format!("nack: {e}"))?;
             Err(format!("dead-letter publish failed: {e}"))
         }
+    }
+}
+
+/// Park a message on its queue's retry route without spending an attempt; tell the orchestrator
+/// the first time.
+async fn defer(
+    delivery: &Delivery,
+    incoming: &Incoming,
+    reason: &str,
+    publisher: &Publisher,
+    config: &ConsumerConfig,
+    metrics: &Metrics,
+) -> Result<(), String> {
+    let queue = config.queue.as_str();
+    let deferred = incoming.header_int(headers::DEFERRED).unwrap_or(0);
+    if deferred == 0 {
+        tracing::warn!(%reason, delay = ?config.retry_delay, "dependency unavailable; the message waits");
+    }
+    let props = with_headers(
+        incoming.properties.clone(),
+        &[
+            (headers::DEFERRED.into(), HeaderValue::Int(deferred + 1)),
+            (headers::LAST_ERROR.into(), HeaderValue::Str(truncate(reason))),
+            (headers::ORIGINAL_EXCHANGE.into(), HeaderValue::Str(original_exchange(incoming))),
+            (headers::ORIGINAL_ROUTING_KEY.into(), HeaderValue::Str(original_routing_key(incoming))),
+        ],
+    )
+    .with_expiration(config.retry_delay.as_millis().to_string().into());
+    match publisher.publish_raw(RETRY_EXCHANGE, queue, true, props, &incoming.body).await {
+        Ok(()) => {
+            delivery.ack(BasicAckOptions::default()).await.map_err(|e| format!("ack: {e}"))?;
+            metrics.deferred.with_label_values(&[queue]).inc();
+            if config.notices && deferred == 0 {
+                let notice = |meta: &Meta| {
+                    Notice::Waiting(Waiting {
+                        queue: queue.to_owned(),
+                        message_id: meta.message_id,
+                        message_type: meta.message_type.clone(),
+                        reason: truncate(reason),
+                        since: Utc::now(),
+                    })
+                };
+                send_notice(incoming, publisher, notice).await;
+            }
+            Ok(())
+        }
+        Err(e) => {
+            delivery
+                .nack(BasicNackOptions { requeue: true, ..Default::default() })
+                .await
+                .map_err(|e| format!("nack: {e}"))?;
+            Err(format!("defer publish failed: {e}"))
+        }
+    }
+}
+
+/// Best effort: a notice is information for the saga's status; the message itself is safe in
+/// its queue whatever happens here. Nothing is sent for a message without a readable envelope.
+async fn send_notice(incoming: &Incoming, publisher: &Publisher, build: impl FnOnce(&Meta) -> Notice) {
+    let Ok(meta) = incoming.meta() else { return };
+    let notice = build(&meta);
+    let out = Outgoing::new(
+        REPLIES_EXCHANGE,
+        false,
+        Meta::new(meta.saga_id, notice.message_type()).caused_by(meta.message_id),
+        &notice,
+    );
+    if let Err(error) = publisher.publish(&out).await {
+        tracing::warn!(%error, notice = notice.message_type(), "could not send notice to the orchestrator");
     }
 }
 

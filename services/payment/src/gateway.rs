@@ -1,48 +1,47 @@
-//! The simulated payment gateway: configurable latency and transient failure rate. Calls carry the
-//! command's idempotency key, as a real gateway's API would want. A failure is transient: the
-//! message takes a delayed retry round.
+//! The payment gateway client: the (simulated, `outside` crate) gateway over HTTP, behind a
+//! circuit breaker with retries ([`infra::resilience`]). Every call carries the command's
+//! idempotency key (plus the operation), so a retried or re-sent call is applied once by the
+//! gateway.
 
-use std::time::Duration;
+use infra::resilience::{CallError, HttpDependency, HttpError};
+use serde_json::json;
 
-use rand::Rng;
-
-/// A transient gateway failure.
-#[derive(Debug, thiserror::Error)]
-#[error("payment gateway unavailable (simulated) for {operation} {key}")]
-pub struct GatewayError {
-    pub operation: &'static str,
-    pub key: String,
-}
-
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Gateway {
-    pub latency: Duration,
-    /// 0.0 ..= 1.0
-    pub failure_rate: f64,
+    pub http: HttpDependency,
 }
 
 impl Gateway {
-    async fn call(&self, operation: &'static str, key: &str) -> Result<(), GatewayError> {
-        if !self.latency.is_zero() {
-            tokio::time::sleep(self.latency).await;
-        }
-        if self.failure_rate > 0.0 && rand::rng().random_bool(self.failure_rate.clamp(0.0, 1.0)) {
-            return Err(GatewayError { operation, key: key.to_owned() });
-        }
+    /// Returns the gateway's authorization id.
+    pub async fn authorize(
+        &self,
+        key: &str,
+        amount_cents: i64,
+        currency: &str,
+    ) -> Result<String, CallError<HttpError>> {
+        let answer = self
+            .http
+            .post(
+                "/authorizations",
+                &format!("{key}:authorize"),
+                &json!({"amount_cents": amount_cents, "currency": currency}),
+            )
+            .await?;
+        answer["authorization_id"].as_str().map(str::to_owned).ok_or_else(|| CallError::Permanent {
+            dependency: self.http.dependency().name(),
+            error: HttpError::Body(format!("no authorization_id in {answer}")),
+        })
+    }
+
+    pub async fn capture(&self, key: &str, authorization_id: &str) -> Result<(), CallError<HttpError>> {
+        self.http
+            .post(&format!("/authorizations/{authorization_id}/capture"), &format!("{key}:capture"), &json!({}))
+            .await?;
         Ok(())
     }
 
-    /// Returns the gateway's authorization id.
-    pub async fn authorize(&self, key: &str) -> Result<String, GatewayError> {
-        self.call("authorize", key).await?;
-        Ok(format!("auth-{}", uuid::Uuid::now_v7().simple()))
-    }
-
-    pub async fn capture(&self, key: &str) -> Result<(), GatewayError> {
-        self.call("capture", key).await
-    }
-
-    pub async fn void(&self, key: &str) -> Result<(), GatewayError> {
-        self.call("void", key).await
+    pub async fn void(&self, key: &str, authorization_id: &str) -> Result<(), CallError<HttpError>> {
+        self.http.post(&format!("/authorizations/{authorization_id}/void"), &format!("{key}:void"), &json!({})).await?;
+        Ok(())
     }
 }

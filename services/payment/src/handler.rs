@@ -10,7 +10,7 @@ use sqlx::PgConnection;
 use crate::domain;
 use crate::gateway::Gateway;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PaymentHandler {
     pub gateway: Gateway,
     pub limit_cents: i64,
@@ -45,10 +45,6 @@ impl MessageHandler<Command> for PaymentHandler {
         };
         Ok(Some(reply))
     }
-}
-
-fn transient(e: impl std::fmt::Display) -> HandlerError {
-    HandlerError::Transient(e.to_string())
 }
 
 impl PaymentHandler {
@@ -102,7 +98,7 @@ impl PaymentHandler {
                 reason: d.reason,
             }));
         }
-        let authorization_id = self.gateway.authorize(key).await.map_err(transient)?;
+        let authorization_id = self.gateway.authorize(key, c.amount_cents, &c.currency).await?;
         sqlx::query(
             "INSERT INTO payments (order_id, customer_id, amount_cents, currency, status, authorization_id)
              VALUES ($1, $2, $3, $4, 'authorized', $5)",
@@ -118,13 +114,15 @@ impl PaymentHandler {
     }
 
     async fn void(&self, tx: &mut PgConnection, key: &str, c: VoidPayment) -> Result<Reply, HandlerError> {
-        let status: Option<String> = sqlx::query_scalar("SELECT status FROM payments WHERE order_id = $1 FOR UPDATE")
-            .bind(c.order_id)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let row: Option<(String, Option<String>)> =
+            sqlx::query_as("SELECT status, authorization_id FROM payments WHERE order_id = $1 FOR UPDATE")
+                .bind(c.order_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let (status, auth) = row.map_or((None, None), |(s, a)| (Some(s), a));
         match status.as_deref() {
             Some("authorized") => {
-                self.gateway.void(key).await.map_err(transient)?;
+                self.gateway.void(key, auth.as_deref().unwrap_or_default()).await?;
                 sqlx::query("UPDATE payments SET status = 'voided', updated_at = now() WHERE order_id = $1")
                     .bind(c.order_id)
                     .execute(&mut *tx)
@@ -155,13 +153,15 @@ impl PaymentHandler {
     }
 
     async fn capture(&self, tx: &mut PgConnection, key: &str, c: CapturePayment) -> Result<Reply, HandlerError> {
-        let status: Option<String> = sqlx::query_scalar("SELECT status FROM payments WHERE order_id = $1 FOR UPDATE")
-            .bind(c.order_id)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let row: Option<(String, Option<String>)> =
+            sqlx::query_as("SELECT status, authorization_id FROM payments WHERE order_id = $1 FOR UPDATE")
+                .bind(c.order_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let (status, auth) = row.map_or((None, None), |(s, a)| (Some(s), a));
         match status.as_deref() {
             Some("authorized") => {
-                self.gateway.capture(key).await.map_err(transient)?;
+                self.gateway.capture(key, auth.as_deref().unwrap_or_default()).await?;
                 sqlx::query("UPDATE payments SET status = 'captured', updated_at = now() WHERE order_id = $1")
                     .bind(c.order_id)
                     .execute(&mut *tx)

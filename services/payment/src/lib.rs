@@ -1,4 +1,5 @@
-//! The payment participant: authorizes order totals through a (simulated) payment gateway,
+//! The payment participant: authorizes order totals through the payment gateway (HTTP, behind a
+//! circuit breaker with retries),
 //! declines what is over the limit, voids on compensation, captures after the pivot.
 //!
 //! Layout: [`domain`] (decline rules), [`gateway`] (the simulated gateway), [`handler`] (one
@@ -15,6 +16,7 @@ use contracts::Command;
 use contracts::topology::PAYMENT_QUEUE;
 use infra::config::{ConfigError, Env, Settings};
 use infra::platform::{App, Platform, StartupError};
+use infra::resilience::{Dependency, HttpDependency, Policy, ResilienceMetrics};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -25,36 +27,52 @@ pub struct PaymentSettings {
     pub common: Settings,
     /// Authorizations above this are declined (`limit_exceeded`). Default 1,000,000 = 10,000.00.
     pub limit_cents: i64,
-    pub gateway_latency: Duration,
-    pub gateway_failure_rate: f64,
+    /// Base URL of the payment gateway (the simulated one: `outside`, port 8091).
+    pub gateway_url: String,
+    /// Timeout of one gateway call.
+    pub gateway_timeout: Duration,
+    /// Circuit breaker and retries around the gateway.
+    pub gateway_policy: Policy,
 }
 
 impl PaymentSettings {
     pub fn from_env() -> Result<Self, ConfigError> {
         let env = Env::new("payment");
-        let gateway_failure_rate: f64 = env.parse("GATEWAY_FAILURE_RATE", 0.0)?;
-        if !(0.0..=1.0).contains(&gateway_failure_rate) {
-            return Err(env.invalid("GATEWAY_FAILURE_RATE", "must be between 0.0 and 1.0"));
-        }
         Ok(PaymentSettings {
             common: Settings::from_env("payment", DEFAULT_PORT)?,
             limit_cents: env.at_least("LIMIT_CENTS", 1_000_000, 0)?,
-            gateway_latency: Duration::from_millis(env.parse("GATEWAY_LATENCY_MS", 0)?),
-            gateway_failure_rate,
+            gateway_url: env.string("GATEWAY_URL", "http://127.0.0.1:8091"),
+            gateway_timeout: env.millis("GATEWAY_TIMEOUT_MS", 2_000)?,
+            gateway_policy: Policy::from_env(&env)?,
         })
     }
 
-    pub fn for_tests(common: Settings) -> Self {
-        PaymentSettings { common, limit_cents: 1_000_000, gateway_latency: Duration::ZERO, gateway_failure_rate: 0.0 }
+    pub fn for_tests(common: Settings, gateway_url: &str) -> Self {
+        PaymentSettings {
+            common,
+            limit_cents: 1_000_000,
+            gateway_url: gateway_url.to_owned(),
+            gateway_timeout: Duration::from_secs(2),
+            gateway_policy: Policy::default(),
+        }
     }
 }
 
+/// Name of the gateway dependency in metrics, logs and `/health/ready`.
+pub const GATEWAY: &str = "payment_gateway";
+
 pub async fn build(settings: PaymentSettings) -> Result<App, StartupError> {
     let platform = Platform::start(settings.common, &MIGRATOR).await?;
-    let handler = handler::PaymentHandler {
-        gateway: gateway::Gateway { latency: settings.gateway_latency, failure_rate: settings.gateway_failure_rate },
-        limit_cents: settings.limit_cents,
-    };
+    let metrics = ResilienceMetrics::register(&platform.metrics.registry)
+        .map_err(|e| StartupError::Invalid(format!("metrics: {e}")))?;
+    let dependency = Dependency::new(GATEWAY, settings.gateway_policy, metrics);
+    let http = HttpDependency::new(&settings.gateway_url, settings.gateway_timeout, dependency.clone())
+        .map_err(|e| StartupError::Invalid(format!("gateway client: {e}")))?;
+    let handler = handler::PaymentHandler { gateway: gateway::Gateway { http }, limit_cents: settings.limit_cents };
     let routes = api::router(platform.db.clone());
-    Ok(App::new(platform).await?.routes(routes).participant::<Command, _>(PAYMENT_QUEUE, handler))
+    Ok(App::new(platform)
+        .await?
+        .routes(routes)
+        .check(GATEWAY, infra::http::dependency_check(dependency))
+        .participant::<Command, _>(PAYMENT_QUEUE, handler))
 }

@@ -26,9 +26,15 @@ struct Env {
 
 async fn env() -> (Env, infra::CancellationToken, tokio::task::JoinHandle<std::io::Result<()>>) {
     let (vhost, db) = tokio::join!(TestVhost::create("payment"), TestDb::create("payment"));
-    let app = payment::build(PaymentSettings::for_tests(Settings::for_tests("payment", &vhost.amqp_url, &db.url)))
-        .await
-        .expect("payment starts");
+    let gateway = outside::Server::bind("gateway", "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let gateway_url = format!("http://{}", gateway.local_addr());
+    tokio::spawn(gateway.run(infra::CancellationToken::new()));
+    let app = payment::build(PaymentSettings::for_tests(
+        Settings::for_tests("payment", &vhost.amqp_url, &db.url),
+        &gateway_url,
+    ))
+    .await
+    .expect("payment starts");
     let base = format!("http://{}", app.local_addr());
     let pool = infra::db::connect(&db.url, 2).await.unwrap();
     let (token, handle) = spawn_app(app);

@@ -1,31 +1,22 @@
-//! The simulated carrier: configurable latency and transient failure rate; books a shipment and
-//! returns a tracking number. Calls carry the command's idempotency key.
+//! The carrier client: the (simulated, `outside` crate) carrier over HTTP, behind a circuit
+//! breaker with retries ([`infra::resilience`]). Bookings carry the command's idempotency key, so a
+//! retried or re-sent booking is made once by the carrier.
 
-use std::time::Duration;
+use infra::resilience::{CallError, HttpDependency, HttpError};
+use serde_json::json;
 
-use rand::Rng;
-
-#[derive(Debug, thiserror::Error)]
-#[error("carrier unavailable (simulated) for booking {key}")]
-pub struct CarrierError {
-    pub key: String,
-}
-
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Carrier {
-    pub latency: Duration,
-    pub failure_rate: f64,
+    pub http: HttpDependency,
 }
 
 impl Carrier {
-    pub async fn book(&self, key: &str) -> Result<String, CarrierError> {
-        if !self.latency.is_zero() {
-            tokio::time::sleep(self.latency).await;
-        }
-        if self.failure_rate > 0.0 && rand::rng().random_bool(self.failure_rate.clamp(0.0, 1.0)) {
-            return Err(CarrierError { key: key.to_owned() });
-        }
-        let n: u64 = rand::rng().random_range(10_000_000..100_000_000);
-        Ok(format!("TRK{n}"))
+    /// Book a shipment; returns the tracking number.
+    pub async fn book(&self, key: &str, country: &str) -> Result<String, CallError<HttpError>> {
+        let answer = self.http.post("/shipments", &format!("{key}:book"), &json!({"country": country})).await?;
+        answer["tracking_number"].as_str().map(str::to_owned).ok_or_else(|| CallError::Permanent {
+            dependency: self.http.dependency().name(),
+            error: HttpError::Body(format!("no tracking_number in {answer}")),
+        })
     }
 }

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::carrier::Carrier;
 use crate::domain;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ShippingHandler {
     pub carrier: Carrier,
     pub unsupported: BTreeSet<String>,
@@ -57,7 +57,7 @@ impl ShippingHandler {
                 reason: r.reason,
             }));
         }
-        let tracking_number = self.carrier.book(key).await.map_err(|e| HandlerError::Transient(e.to_string()))?;
+        let tracking_number = self.carrier.book(key, &c.address.country).await?;
         let shipment_id = Uuid::now_v7();
         // A racing duplicate with another key inserts nothing and answers the first booking.
         let (shipment_id, tracking_number): (Uuid, String) = sqlx::query_as(

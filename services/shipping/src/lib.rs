@@ -1,4 +1,5 @@
-//! The shipping participant: books shipments with a (simulated) carrier. Scheduling a shipment is
+//! The shipping participant: books shipments with the carrier (HTTP, behind a circuit breaker
+//! with retries). Scheduling a shipment is
 //! the order saga's pivot: once it succeeded the order goes through, so nothing here is undone.
 //! Destinations in `SHIPPING_UNSUPPORTED_COUNTRIES` (default `AQ`) are refused.
 //!
@@ -17,6 +18,7 @@ use contracts::Command;
 use contracts::topology::SHIPPING_QUEUE;
 use infra::config::{ConfigError, Env, Settings};
 use infra::platform::{App, Platform, StartupError};
+use infra::resilience::{Dependency, HttpDependency, Policy, ResilienceMetrics};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -26,8 +28,11 @@ pub const DEFAULT_PORT: u16 = 8083;
 pub struct ShippingSettings {
     pub common: Settings,
     pub unsupported_countries: BTreeSet<String>,
-    pub carrier_latency: Duration,
-    pub carrier_failure_rate: f64,
+    /// Base URL of the carrier (the simulated one: `outside`, port 8092).
+    pub carrier_url: String,
+    pub carrier_timeout: Duration,
+    /// Circuit breaker and retries around the carrier.
+    pub carrier_policy: Policy,
 }
 
 impl ShippingSettings {
@@ -35,34 +40,42 @@ impl ShippingSettings {
         let env = Env::new("shipping");
         let unsupported_countries = domain::parse_countries(&env.string("UNSUPPORTED_COUNTRIES", "AQ"))
             .map_err(|m| env.invalid("UNSUPPORTED_COUNTRIES", &m))?;
-        let carrier_failure_rate: f64 = env.parse("CARRIER_FAILURE_RATE", 0.0)?;
-        if !(0.0..=1.0).contains(&carrier_failure_rate) {
-            return Err(env.invalid("CARRIER_FAILURE_RATE", "must be between 0.0 and 1.0"));
-        }
         Ok(ShippingSettings {
             common: Settings::from_env("shipping", DEFAULT_PORT)?,
             unsupported_countries,
-            carrier_latency: Duration::from_millis(env.parse("CARRIER_LATENCY_MS", 0)?),
-            carrier_failure_rate,
+            carrier_url: env.string("CARRIER_URL", "http://127.0.0.1:8092"),
+            carrier_timeout: env.millis("CARRIER_TIMEOUT_MS", 2_000)?,
+            carrier_policy: Policy::from_env(&env)?,
         })
     }
 
-    pub fn for_tests(common: Settings) -> Self {
+    pub fn for_tests(common: Settings, carrier_url: &str) -> Self {
         ShippingSettings {
             common,
             unsupported_countries: ["AQ".to_string()].into(),
-            carrier_latency: Duration::ZERO,
-            carrier_failure_rate: 0.0,
+            carrier_url: carrier_url.to_owned(),
+            carrier_timeout: Duration::from_secs(2),
+            carrier_policy: Policy::default(),
         }
     }
 }
 
+/// Name of the carrier dependency in metrics, logs and `/health/ready`.
+pub const CARRIER: &str = "shipping_carrier";
+
 pub async fn build(settings: ShippingSettings) -> Result<App, StartupError> {
     let platform = Platform::start(settings.common, &MIGRATOR).await?;
-    let handler = handler::ShippingHandler {
-        carrier: carrier::Carrier { latency: settings.carrier_latency, failure_rate: settings.carrier_failure_rate },
-        unsupported: settings.unsupported_countries,
-    };
+    let metrics = ResilienceMetrics::register(&platform.metrics.registry)
+        .map_err(|e| StartupError::Invalid(format!("metrics: {e}")))?;
+    let dependency = Dependency::new(CARRIER, settings.carrier_policy, metrics);
+    let http = HttpDependency::new(&settings.carrier_url, settings.carrier_timeout, dependency.clone())
+        .map_err(|e| StartupError::Invalid(format!("carrier client: {e}")))?;
+    let handler =
+        handler::ShippingHandler { carrier: carrier::Carrier { http }, unsupported: settings.unsupported_countries };
     let routes = api::router(platform.db.clone());
-    Ok(App::new(platform).await?.routes(routes).participant::<Command, _>(SHIPPING_QUEUE, handler))
+    Ok(App::new(platform)
+        .await?
+        .routes(routes)
+        .check(CARRIER, infra::http::dependency_check(dependency))
+        .participant::<Command, _>(SHIPPING_QUEUE, handler))
 }

@@ -33,9 +33,15 @@ fn schedule(order_id: Uuid, country: &str) -> Command {
 #[tokio::test]
 async fn schedules_once_and_refuses_what_it_cannot_serve() {
     let (vhost, db) = tokio::join!(TestVhost::create("shipping"), TestDb::create("shipping"));
-    let app = shipping::build(ShippingSettings::for_tests(Settings::for_tests("shipping", &vhost.amqp_url, &db.url)))
-        .await
-        .expect("shipping starts");
+    let carrier = outside::Server::bind("carrier", "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let carrier_url = format!("http://{}", carrier.local_addr());
+    tokio::spawn(carrier.run(infra::CancellationToken::new()));
+    let app = shipping::build(ShippingSettings::for_tests(
+        Settings::for_tests("shipping", &vhost.amqp_url, &db.url),
+        &carrier_url,
+    ))
+    .await
+    .expect("shipping starts");
     let base = format!("http://{}", app.local_addr());
     let (token, handle) = spawn_app(app);
     let broker = Broker::new(&vhost.amqp_url, 1, "test").unwrap();
