@@ -171,6 +171,7 @@ fn summary(engine: &Engine, s: &SagaView) -> Value {
         "deadline": s.deadline,
         "attempts": s.attempt,
         "failure_reason": s.failure_reason,
+        "attention": s.attention,
         "created_at": s.created_at,
         "updated_at": s.updated_at,
         "finished_at": s.finished_at,

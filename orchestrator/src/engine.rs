@@ -10,7 +10,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use contracts::order::OrderRequest;
 use contracts::topology::{COMMANDS_EXCHANGE, EVENTS_EXCHANGE, ORCHESTRATOR_QUEUE};
-use contracts::{Message, Meta, Reply, ReplyOutcome};
+use contracts::{Message, Meta, Notice, Reply, ReplyOutcome};
 use infra::amqp::{DeliveryHandler, Incoming, Outcome, Outgoing};
 use infra::outbox::{self, OutboxWaker};
 use serde_json::{Value, json};
@@ -195,6 +195,39 @@ impl Engine {
         Ok(())
     }
 
+    /// Record a participant's notice (a command waits, or was dead-lettered) on its saga: the
+    /// status's `attention` and a timeline entry. Changes no saga state.
+    pub async fn apply_notice(&self, meta: &Meta, notice: &Notice) -> Result<(), EngineError> {
+        let mut tx = self.pool.begin().await?;
+        let (fresh, saga) = store::dedupe_and_lock(&mut tx, meta.message_id, &meta.message_type, meta.saga_id).await?;
+        let Some(saga) = saga.filter(|s| fresh && !s.state.status.is_terminal()) else {
+            // A duplicate, a notice about a finished saga, or about no saga of ours: nothing to show.
+            tx.commit().await?;
+            return Ok(());
+        };
+        let (kind, attention) = match notice {
+            Notice::Waiting(w) => ("waiting", format!("waiting: {} ({} in {})", w.reason, w.message_type, w.queue)),
+            Notice::DeadLettered(d) => (
+                "dead_lettered",
+                format!("command {} is in {} ({}: {})", d.message_type, d.dead_letter_queue, d.reason, d.error),
+            ),
+        };
+        let entry = TimelineEntry {
+            kind,
+            status: saga.state.status.as_str(),
+            step: saga.state.current_step_name(),
+            note: &attention,
+            cause_message_id: Some(meta.message_id),
+            cause_type: Some(&meta.message_type),
+            sent: json!([]),
+        };
+        store::note(&mut tx, saga.id, &entry).await?;
+        store::set_attention(&mut tx, saga.id, &attention).await?;
+        tx.commit().await?;
+        tracing::warn!(attention = %attention, "saga needs attention");
+        Ok(())
+    }
+
     /// Handle every saga whose deadline has passed (up to `limit`). Returns how many were due.
     pub async fn expire_due(&self, limit: i64) -> Result<usize, EngineError> {
         let due = store::due(&self.pool, limit).await?;
@@ -328,6 +361,16 @@ pub struct ReplyHandler(pub Arc<Engine>);
 
 impl DeliveryHandler for ReplyHandler {
     async fn handle(&self, incoming: &Incoming) -> Outcome {
+        let is_notice = incoming.properties.kind().as_ref().is_some_and(|t| t.as_str().starts_with("notice."));
+        if is_notice {
+            return match incoming.decode::<Notice>() {
+                Ok((meta, notice)) => match self.0.apply_notice(&meta, &notice).await {
+                    Ok(()) => Outcome::Ack,
+                    Err(e) => Outcome::Retry { reason: e.to_string() },
+                },
+                Err(e) => Outcome::DeadLetter { code: e.code(), error: e.to_string() },
+            };
+        }
         let (meta, reply) = match incoming.decode::<Reply>() {
             Ok(decoded) => decoded,
             Err(e) => return Outcome::DeadLetter { code: e.code(), error: e.to_string() },

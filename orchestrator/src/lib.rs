@@ -8,10 +8,12 @@
 //! - [`scanner`]: step deadlines: re-send, compensate or fail.
 //! - [`store`]: the `sagas` and `saga_events` tables.
 //! - [`api`] and [`validate`]: the HTTP API and its input rules.
+//! - [`admin`]: the operator API for dead-lettered messages (bearer token).
 //! - [`settings`], [`metrics`]: configuration and the saga metric families.
 //!
 //! [`build`] assembles the process; `main.rs` only reads settings and runs it.
 
+pub mod admin;
 pub mod api;
 pub mod engine;
 pub mod kernel;
@@ -49,9 +51,17 @@ pub async fn build(settings: OrchestratorSettings) -> Result<App, StartupError> 
         platform.metrics.clone(),
     ));
     let scanner_engine = engine.clone();
+    let admin = admin::Admin {
+        pool: platform.db.clone(),
+        broker: platform.broker.clone(),
+        publisher: platform.publisher.clone(),
+        topology: platform.topology.clone(),
+        operators: Arc::new(engine.settings.admin_operators.clone()),
+    };
     Ok(App::new(platform)
         .await?
         .routes(api::router(engine.clone()))
+        .routes(admin::router(admin))
         .consume(ORCHESTRATOR_QUEUE, ReplyHandler(engine))
         .job("timeout scanner", move |token| scanner::run(scanner_engine, token)))
 }

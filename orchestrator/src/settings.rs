@@ -25,6 +25,9 @@ pub struct OrchestratorSettings {
     pub max_body_bytes: usize,
     /// Most lines in one order.
     pub max_items: usize,
+    /// Who may use the operator API (`ORCHESTRATOR_ADMIN_TOKENS=alice=<token>,bob=<token>`); none:
+    /// the operator API refuses every call.
+    pub admin_operators: Vec<crate::admin::Operator>,
 }
 
 impl OrchestratorSettings {
@@ -39,6 +42,8 @@ impl OrchestratorSettings {
             scan_interval: env.millis("SCAN_INTERVAL_MS", 1_000)?,
             max_body_bytes: env.at_least("MAX_BODY_BYTES", 64 * 1024, 1024)?,
             max_items: env.at_least("MAX_ITEMS", 100, 1)?,
+            admin_operators: crate::admin::parse_operators(&env.string("ADMIN_TOKENS", ""))
+                .map_err(|m| env.invalid("ADMIN_TOKENS", &m))?,
         };
         if settings.max_step_timeout < settings.step_timeout {
             return Err(env.invalid("MAX_STEP_TIMEOUT_MS", "must not be smaller than ORCHESTRATOR_STEP_TIMEOUT_MS"));
@@ -57,6 +62,7 @@ impl OrchestratorSettings {
             scan_interval: Duration::from_millis(200),
             max_body_bytes: 64 * 1024,
             max_items: 100,
+            admin_operators: Vec::new(),
         }
     }
 

@@ -177,7 +177,7 @@ pub async fn update(conn: &mut PgConnection, s: &SagaWrite<'_>, e: &TimelineEntr
     sqlx::query(
         "WITH s AS (
             UPDATE sagas SET status = $2, current_step = $3, state = $4, deadline = $5, attempt = $6,
-                             failure_reason = $7, version = version + 1, updated_at = now(),
+                             failure_reason = $7, version = version + 1, updated_at = now(), attention = NULL,
                              finished_at = CASE WHEN $8 THEN now() END
             WHERE id = $1
             RETURNING id
@@ -223,6 +223,12 @@ pub async fn note(conn: &mut PgConnection, saga_id: Uuid, e: &TimelineEntry<'_>)
     Ok(())
 }
 
+/// Say why a saga is stuck (cleared by its next transition).
+pub async fn set_attention(conn: &mut PgConnection, saga_id: Uuid, attention: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE sagas SET attention = $2 WHERE id = $1").bind(saga_id).bind(attention).execute(conn).await?;
+    Ok(())
+}
+
 /// The saga with this idempotency key: its id, status and order data.
 pub async fn by_idempotency_key<'e>(
     db: impl PgExecutor<'e>,
@@ -244,6 +250,7 @@ pub struct SagaView {
     pub deadline: Option<DateTime<Utc>>,
     pub attempt: i32,
     pub failure_reason: Option<String>,
+    pub attention: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
@@ -261,7 +268,8 @@ pub struct EventView {
     pub sent: Value,
 }
 
-const VIEW_COLUMNS: &str = "id, definition, status, current_step, state, data, version, deadline, attempt, failure_reason, created_at, updated_at, finished_at";
+const VIEW_COLUMNS: &str = "id, definition, status, current_step, state, data, version, deadline, attempt, failure_reason, \
+                            attention, created_at, updated_at, finished_at";
 
 pub async fn get<'e>(db: impl PgExecutor<'e>, id: Uuid) -> Result<Option<SagaView>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {VIEW_COLUMNS} FROM sagas WHERE id = $1")))

@@ -55,6 +55,8 @@ pub struct TestConfig {
     /// Delay of a delayed-retry round and of a deferral (circuit open).
     pub retry_delay: Duration,
     pub max_retry_rounds: u32,
+    /// `ORCHESTRATOR_ADMIN_TOKENS` of the orchestrators.
+    pub admin_tokens: &'static str,
 }
 
 impl Default for TestConfig {
@@ -74,6 +76,7 @@ impl Default for TestConfig {
             },
             retry_delay: Duration::from_millis(200),
             max_retry_rounds: 5,
+            admin_tokens: "alice=alice-secret-token",
         }
     }
 }
@@ -201,6 +204,8 @@ impl TestPlatform {
                 s.max_attempts = self.config.max_attempts;
                 s.max_compensation_attempts = self.config.max_compensation_attempts;
                 s.scan_interval = Duration::from_millis(50).min(self.config.step_timeout);
+                s.admin_operators =
+                    orchestrator::admin::parse_operators(self.config.admin_tokens).expect("admin tokens");
                 orchestrator::build(s).await
             }
             Service::Inventory => inventory::build(inventory::InventorySettings::for_tests(common)).await,
@@ -338,6 +343,12 @@ impl TestPlatform {
             .expect("json");
         v.as_array().cloned().unwrap_or_default()
     }
+}
+
+/// Current value of a metric series (`name{labels}`) on a process's `/metrics`; 0 if absent.
+pub async fn metric(http: &reqwest::Client, base: &str, series: &str) -> f64 {
+    let text = http.get(format!("{base}/metrics")).send().await.expect("GET /metrics").text().await.expect("text");
+    text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse::<f64>().ok())).unwrap_or(0.0)
 }
 
 /// A valid order in the documented client format.

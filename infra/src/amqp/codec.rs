@@ -194,6 +194,40 @@ pub fn with_headers(p: BasicProperties, extra: &[(String, HeaderValue)]) -> Basi
     p.with_headers(table)
 }
 
+/// Remove headers from a property set.
+pub fn without_headers(p: BasicProperties, names: &[&str]) -> BasicProperties {
+    let mut kept = FieldTable::default();
+    if let Some(h) = p.headers() {
+        for (k, v) in h.inner() {
+            if !names.contains(&k.as_str()) {
+                kept.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    p.with_headers(kept)
+}
+
+/// Every header as JSON, for operators: strings and numbers as such, anything else (tables and
+/// arrays such as `x-death`) as JSON structures.
+pub fn headers_json(p: &BasicProperties) -> serde_json::Value {
+    fn value(v: &AMQPValue) -> serde_json::Value {
+        match v {
+            AMQPValue::LongString(s) => serde_json::Value::from(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+            AMQPValue::ShortString(s) => serde_json::Value::from(s.as_str()),
+            AMQPValue::Boolean(b) => serde_json::Value::from(*b),
+            AMQPValue::FieldTable(t) => table(t),
+            AMQPValue::FieldArray(a) => serde_json::Value::Array(a.as_slice().iter().map(value).collect()),
+            AMQPValue::Timestamp(t) => serde_json::Value::from(*t),
+            other => value_to_int(other)
+                .map_or_else(|| serde_json::Value::from(format!("{other:?}")), serde_json::Value::from),
+        }
+    }
+    fn table(t: &FieldTable) -> serde_json::Value {
+        serde_json::Value::Object(t.inner().iter().map(|(k, v)| (k.as_str().to_owned(), value(v))).collect())
+    }
+    p.headers().as_ref().map_or(serde_json::Value::Object(Default::default()), table)
+}
+
 /// RFC 3339 with milliseconds, for header timestamps.
 pub fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
