@@ -227,7 +227,7 @@ impl failsafe::Instrument for Observer {
 /// What a protected call can end in, besides success.
 #[derive(Debug, thiserror::Error)]
 pub enum CallError<E> {
-    #[error("{dependency} circuit open since {since}")]
+    #[error("{dependency} circuit open since {}", since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))]
     Open { dependency: &'static str, since: DateTime<Utc> },
     #[error("{dependency} failed after {attempts} attempts: {error}")]
     Exhausted { dependency: &'static str, attempts: usize, error: E },
