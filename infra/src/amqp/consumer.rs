@@ -216,21 +216,9 @@ async fn settle(
                 ],
             )
             .with_expiration(config.retry_delay.as_millis().to_string().into());
-            match publisher.publish_raw(RETRY_EXCHANGE, queue, true, props, &incoming.body).await {
-                Ok(()) => {
-                    delivery.ack(BasicAckOptions::default()).await.map_err(|e| format!("ack: {e}"))?;
-                    metrics.retried.with_label_values(&[queue]).inc();
-                    return Ok(());
-                }
-                Err(e) => {
-                    // Could not park it: give it back to the queue instead of losing it.
-                    delivery
-                        .nack(BasicNackOptions { requeue: true, ..Default::default() })
-                        .await
-                        .map_err(|e| format!("nack: {e}"))?;
-                    return Err(format!("retry publish failed: {e}"));
-                }
-            }
+            move_to(delivery, incoming, publisher, RETRY_EXCHANGE, queue, props).await?;
+            metrics.retried.with_label_values(&[queue]).inc();
+            return Ok(());
         }
         Outcome::Retry { reason } => ("retries_exhausted", reason),
         Outcome::DeadLetter { code, error } => (code, error),
@@ -254,33 +242,22 @@ async fn settle(
             (headers::ORIGINAL_ROUTING_KEY.into(), HeaderValue::Str(original_routing_key(incoming))),
         ],
     );
-    match publisher.publish_raw(DEAD_LETTER_EXCHANGE, queue, true, props, &incoming.body).await {
-        Ok(()) => {
-            delivery.ack(BasicAckOptions::default()).await.map_err(|e| format!("ack: {e}"))?;
-            metrics.dead_lettered.with_label_values(&[queue, code]).inc();
-            if config.notices {
-                let notice = |meta: &Meta| {
-                    Notice::DeadLettered(DeadLettered {
-                        queue: queue.to_owned(),
-                        dead_letter_queue: topology::dead_letter_queue(queue),
-                        message_id: meta.message_id,
-                        message_type: meta.message_type.clone(),
-                        reason: code.to_owned(),
-                        error: truncate(&error),
-                    })
-                };
-                send_notice(incoming, publisher, notice).await;
-            }
-            Ok(())
-        }
-        Err(e) => {
-            delivery
-                .nack(BasicNackOptions { requeue: true, ..Default::default() })
-                .await
-                .map_err(|e| format!("nack: {e}"))?;
-            Err(format!("dead-letter publish failed: {e}"))
-        }
+    move_to(delivery, incoming, publisher, DEAD_LETTER_EXCHANGE, queue, props).await?;
+    metrics.dead_lettered.with_label_values(&[queue, code]).inc();
+    if config.notices {
+        let notice = |meta: &Meta| {
+            Notice::DeadLettered(DeadLettered {
+                queue: queue.to_owned(),
+                dead_letter_queue: topology::dead_letter_queue(queue),
+                message_id: meta.message_id,
+                message_type: meta.message_type.clone(),
+                reason: code.to_owned(),
+                error: truncate(&error),
+            })
+        };
+        send_notice(incoming, publisher, notice).await;
     }
+    Ok(())
 }
 
 /// Park a message on its queue's retry route without spending an attempt; tell the orchestrator
@@ -308,30 +285,42 @@ async fn defer(
         ],
     )
     .with_expiration(config.retry_delay.as_millis().to_string().into());
-    match publisher.publish_raw(RETRY_EXCHANGE, queue, true, props, &incoming.body).await {
-        Ok(()) => {
-            delivery.ack(BasicAckOptions::default()).await.map_err(|e| format!("ack: {e}"))?;
-            metrics.deferred.with_label_values(&[queue]).inc();
-            if config.notices && deferred == 0 {
-                let notice = |meta: &Meta| {
-                    Notice::Waiting(Waiting {
-                        queue: queue.to_owned(),
-                        message_id: meta.message_id,
-                        message_type: meta.message_type.clone(),
-                        reason: truncate(reason),
-                        since: Utc::now(),
-                    })
-                };
-                send_notice(incoming, publisher, notice).await;
-            }
-            Ok(())
-        }
+    move_to(delivery, incoming, publisher, RETRY_EXCHANGE, queue, props).await?;
+    metrics.deferred.with_label_values(&[queue]).inc();
+    if config.notices && deferred == 0 {
+        let notice = |meta: &Meta| {
+            Notice::Waiting(Waiting {
+                queue: queue.to_owned(),
+                message_id: meta.message_id,
+                message_type: meta.message_type.clone(),
+                reason: truncate(reason),
+                since: Utc::now(),
+            })
+        };
+        send_notice(incoming, publisher, notice).await;
+    }
+    Ok(())
+}
+
+/// Publish a copy of the delivery (with `props`) to `exchange`/`routing_key`, wait for the
+/// confirm, then ack the original. If the copy cannot be published, the original goes back to its
+/// queue instead of being lost.
+async fn move_to(
+    delivery: &Delivery,
+    incoming: &Incoming,
+    publisher: &Publisher,
+    exchange: &str,
+    routing_key: &str,
+    props: lapin::BasicProperties,
+) -> Result<(), String> {
+    match publisher.publish_raw(exchange, routing_key, true, props, &incoming.body).await {
+        Ok(()) => delivery.ack(BasicAckOptions::default()).await.map(|_| ()).map_err(|e| format!("ack: {e}")),
         Err(e) => {
             delivery
                 .nack(BasicNackOptions { requeue: true, ..Default::default() })
                 .await
                 .map_err(|e| format!("nack: {e}"))?;
-            Err(format!("defer publish failed: {e}"))
+            Err(format!("publish to {exchange} failed: {e}"))
         }
     }
 }

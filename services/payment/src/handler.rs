@@ -47,6 +47,16 @@ impl MessageHandler<Command> for PaymentHandler {
     }
 }
 
+/// Status and authorization id of an order's payment, locked; `(None, None)` if there is none.
+async fn state(tx: &mut PgConnection, order_id: uuid::Uuid) -> Result<(Option<String>, Option<String>), sqlx::Error> {
+    let row: Option<(String, Option<String>)> =
+        sqlx::query_as("SELECT status, authorization_id FROM payments WHERE order_id = $1 FOR UPDATE")
+            .bind(order_id)
+            .fetch_optional(tx)
+            .await?;
+    Ok(row.map_or((None, None), |(s, a)| (Some(s), a)))
+}
+
 impl PaymentHandler {
     async fn authorize(&self, tx: &mut PgConnection, key: &str, c: AuthorizePayment) -> Result<Reply, HandlerError> {
         let existing: Option<(String, Option<String>, Option<String>)> = sqlx::query_as(
@@ -114,12 +124,7 @@ impl PaymentHandler {
     }
 
     async fn void(&self, tx: &mut PgConnection, key: &str, c: VoidPayment) -> Result<Reply, HandlerError> {
-        let row: Option<(String, Option<String>)> =
-            sqlx::query_as("SELECT status, authorization_id FROM payments WHERE order_id = $1 FOR UPDATE")
-                .bind(c.order_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let (status, auth) = row.map_or((None, None), |(s, a)| (Some(s), a));
+        let (status, auth) = state(tx, c.order_id).await?;
         match status.as_deref() {
             Some("authorized") => {
                 self.gateway.void(key, auth.as_deref().unwrap_or_default()).await?;
@@ -153,12 +158,7 @@ impl PaymentHandler {
     }
 
     async fn capture(&self, tx: &mut PgConnection, key: &str, c: CapturePayment) -> Result<Reply, HandlerError> {
-        let row: Option<(String, Option<String>)> =
-            sqlx::query_as("SELECT status, authorization_id FROM payments WHERE order_id = $1 FOR UPDATE")
-                .bind(c.order_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let (status, auth) = row.map_or((None, None), |(s, a)| (Some(s), a));
+        let (status, auth) = state(tx, c.order_id).await?;
         match status.as_deref() {
             Some("authorized") => {
                 self.gateway.capture(key, auth.as_deref().unwrap_or_default()).await?;
