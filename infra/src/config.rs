@@ -109,6 +109,8 @@ pub struct Settings {
     pub retry_delay: Duration,
     /// Delayed retry rounds before a message goes to its dead-letter queue.
     pub max_retry_rounds: u32,
+    /// How long inbox (dedupe) rows are kept.
+    pub inbox_retention: Duration,
 }
 
 impl std::fmt::Debug for Settings {
@@ -151,6 +153,7 @@ impl Settings {
             relay_batch_size: env.at_least("RELAY_BATCH_SIZE", 100, 1)?,
             retry_delay: env.millis("RETRY_DELAY_MS", 1_000)?,
             max_retry_rounds: env.at_least("MAX_RETRY_ROUNDS", 5, 0)?,
+            inbox_retention: Duration::from_secs(3600 * env.at_least("INBOX_RETENTION_HOURS", 168, 1)?),
         };
         for (key, url, schemes) in [
             ("AMQP_URL", &settings.amqp_url, &["amqp://", "amqps://"][..]),
@@ -180,6 +183,7 @@ impl Settings {
             relay_batch_size: 100,
             retry_delay: Duration::from_millis(200),
             max_retry_rounds: 5,
+            inbox_retention: Duration::from_secs(3600 * 168),
         }
     }
 }

@@ -104,3 +104,44 @@ pub async fn record(
     };
     Ok(recorded > 0)
 }
+
+/// Delete inbox rows older than `retention`, in batches; returns how many went. A message
+/// redelivered after that finds no inbox row, so handlers stay idempotent on business keys too
+/// (an existing reservation, payment or shipment is answered, not repeated).
+pub async fn prune(pool: &sqlx::PgPool, retention: std::time::Duration) -> Result<u64, sqlx::Error> {
+    let mut total = 0;
+    loop {
+        let n = sqlx::query(
+            "DELETE FROM inbox WHERE key IN (
+                SELECT key FROM inbox WHERE received_at < now() - make_interval(secs => $1) LIMIT 5000)",
+        )
+        .bind(retention.as_secs_f64())
+        .execute(pool)
+        .await?
+        .rows_affected();
+        total += n;
+        if n < 5000 {
+            return Ok(total);
+        }
+    }
+}
+
+/// Prune the inbox every `every` until `shutdown`.
+pub async fn retention_job(
+    pool: sqlx::PgPool,
+    retention: std::time::Duration,
+    every: std::time::Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        match prune(&pool, retention).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(rows = n, "pruned the inbox"),
+            Err(error) => tracing::warn!(%error, "cannot prune the inbox; will try again"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {},
+        }
+    }
+}

@@ -218,6 +218,10 @@ impl App {
                 tracing::debug!(job = %name, "stopped");
             });
         }
+        // Dedupe records are kept for `inbox_retention`, pruned about ten times per period.
+        let (pool, retention) = (platform.db.clone(), platform.settings.inbox_retention);
+        let every = (retention / 10).min(std::time::Duration::from_secs(3600));
+        intake.spawn(crate::inbox::retention_job(pool, retention, every, shutdown.clone()));
         intake.close();
         let relay_token = CancellationToken::new();
         let relay = tokio::spawn(platform.relay().run(relay_token.clone()));

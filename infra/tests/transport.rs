@@ -148,6 +148,25 @@ async fn transient_failures_take_delayed_retry_rounds_then_dead_letter() {
 }
 
 #[tokio::test]
+async fn old_inbox_rows_are_pruned_and_recent_ones_kept() {
+    let db = TestDb::create("inbox").await;
+    let pool = infra::db::connect(&db.url, 2).await.unwrap();
+    infra::db::migrate(&pool, &sqlx::migrate::Migrator::DEFAULT).await.unwrap();
+    sqlx::query(
+        "INSERT INTO inbox (key, message_id, message_type, saga_id, received_at)
+         SELECT 'k' || i, gen_random_uuid(), 't', gen_random_uuid(), now() - make_interval(hours => i)
+         FROM generate_series(0, 9) AS i",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let pruned = infra::inbox::prune(&pool, Duration::from_secs(3600 * 5) - Duration::from_secs(60)).await.unwrap();
+    assert_eq!(pruned, 5, "rows 5..9 hours old go");
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox").fetch_one(&pool).await.unwrap();
+    assert_eq!(left, 5);
+}
+
+#[tokio::test]
 async fn the_relay_publishes_committed_rows_in_order_and_deletes_them() {
     let vhost = TestVhost::create("transport").await;
     let db = TestDb::create("transport").await;

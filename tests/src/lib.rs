@@ -57,6 +57,7 @@ pub struct TestConfig {
     pub max_retry_rounds: u32,
     /// `ORCHESTRATOR_ADMIN_TOKENS` of the orchestrators.
     pub admin_tokens: &'static str,
+    pub queue_type: contracts::topology::QueueType,
 }
 
 impl Default for TestConfig {
@@ -77,6 +78,7 @@ impl Default for TestConfig {
             retry_delay: Duration::from_millis(200),
             max_retry_rounds: 5,
             admin_tokens: "alice=alice-secret-token",
+            queue_type: contracts::topology::QueueType::Classic,
         }
     }
 }
@@ -183,6 +185,7 @@ impl TestPlatform {
         s.prefetch = self.config.prefetch;
         s.retry_delay = self.config.retry_delay;
         s.max_retry_rounds = self.config.max_retry_rounds;
+        s.queue_type = self.config.queue_type;
         s
     }
 

@@ -469,3 +469,29 @@ async fn a_compensation_that_cannot_be_done_ends_failed_and_visible() {
     assert_eq!(metric(&metrics, "saga_finished_total{definition=\"order\",status=\"FAILED\"}"), 1.0);
     p.shutdown().await;
 }
+
+#[tokio::test]
+async fn quorum_queues_run_the_same_saga() {
+    let p = TestPlatform::running(TestConfig {
+        queue_type: contracts::topology::QueueType::Quorum,
+        ..TestConfig::default()
+    })
+    .await;
+    let ok = p.start_saga(&order("SKU-0012", 1, 100, "DE")).await;
+    let ko = p.start_saga(&order("SKU-0012", 1, 100, "AQ")).await;
+    p.wait_for_status(ok, "COMPLETED", WAIT).await;
+    p.wait_for_status(ko, "COMPENSATED", WAIT).await;
+    let q: Value = p
+        .http
+        .get(format!("{}/api/queues/{}/payment.commands", p.vhost.api(), p.vhost.name))
+        .basic_auth("guest", Some("guest"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(q["type"], "quorum");
+    assert_eq!(q["arguments"]["x-delivery-limit"], 20);
+    p.shutdown().await;
+}
