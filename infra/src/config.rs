@@ -49,9 +49,11 @@ impl Env {
     {
         match self.lookup(key) {
             None => Ok(default),
-            Some((var, value)) => {
-                value.trim().parse().map_err(|e: T::Err| ConfigError { var, message: e.to_string(), value })
-            }
+            Some((var, value)) => value.trim().parse().map_err(|e: T::Err| ConfigError {
+                var,
+                message: e.to_string(),
+                value: redact_url(&value),
+            }),
         }
     }
 
@@ -80,7 +82,7 @@ impl Env {
     /// An error about `key` as it is set now.
     pub fn invalid(&self, key: &str, message: &str) -> ConfigError {
         let (var, value) = self.lookup(key).unwrap_or_else(|| (format!("{}_{key}", self.prefix), String::new()));
-        ConfigError { var, value, message: message.to_owned() }
+        ConfigError { var, value: redact_url(&value), message: message.to_owned() }
     }
 }
 

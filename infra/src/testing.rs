@@ -248,3 +248,28 @@ pub async fn get_message(broker: &crate::amqp::Broker, queue: &str) -> Option<cr
         body: msg.delivery.data.clone(),
     })
 }
+
+/// Run a service binary with only `envs` set (plus a quiet log and an ephemeral port); its exit
+/// code and everything it printed. For testing how it refuses bad configuration.
+pub fn run_binary(path: &str, envs: &[(&str, &str)]) -> (i32, String) {
+    let mut cmd = std::process::Command::new(path);
+    cmd.env_clear().env("RUST_LOG", "error").env("HTTP_ADDR", "127.0.0.1:0");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run the binary");
+    let text = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// Assert that each `(variable, value)` stops the binary with a message naming the variable, no
+/// panic, and no secret printed.
+pub fn assert_bad_settings_refused(path: &str, cases: &[(&str, &str)]) {
+    for (var, value) in cases {
+        let (code, text) = run_binary(path, &[(var, value)]);
+        assert_ne!(code, 0, "{var}={value} must stop the process");
+        assert!(text.contains(var), "{var}={value}: the message names the variable: {text}");
+        assert!(!text.contains("panicked"), "{var}={value}: {text}");
+        assert!(!text.contains("hunter2"), "secrets are never printed: {text}");
+    }
+}

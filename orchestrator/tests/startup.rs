@@ -1,0 +1,35 @@
+//! Bad configuration stops the binary before it opens a socket, with a message naming the
+//! variable; an unreachable dependency is a clear error too. Never a panic, never a secret.
+
+use infra::testing::{assert_bad_settings_refused, run_binary};
+
+const BIN: &str = env!("CARGO_BIN_EXE_orchestrator");
+
+#[test]
+fn each_bad_setting_is_named_and_nothing_panics() {
+    assert_bad_settings_refused(
+        BIN,
+        &[
+            ("ORCHESTRATOR_MAX_ATTEMPTS", "zero"),
+            ("ORCHESTRATOR_MAX_ATTEMPTS", "0"),
+            ("ORCHESTRATOR_STEP_TIMEOUT_MS", "0"),
+            ("ORCHESTRATOR_MAX_STEP_TIMEOUT_MS", "1"),
+            ("ORCHESTRATOR_HTTP_ADDR", "localhost"),
+            ("QUEUE_TYPE", "stream"),
+            ("AMQP_URL", "http://guest:hunter2@127.0.0.1/"),
+            ("ORCHESTRATOR_DATABASE_URL", "mysql://x"),
+            ("ORCHESTRATOR_ADMIN_TOKENS", "alice=short"),
+            ("PREFETCH", "-1"),
+            ("INBOX_RETENTION_HOURS", "0"),
+        ],
+    );
+}
+
+#[test]
+fn an_unreachable_database_is_a_clear_error() {
+    let (code, text) =
+        run_binary(BIN, &[("ORCHESTRATOR_DATABASE_URL", "postgres://postgres:hunter2@127.0.0.1:1/nowhere")]);
+    assert_ne!(code, 0);
+    assert!(text.contains("cannot connect to PostgreSQL"), "{text}");
+    assert!(!text.contains("hunter2") && !text.contains("panicked"), "{text}");
+}
