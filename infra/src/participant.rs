@@ -39,13 +39,26 @@ pub enum HandlerError {
     /// A dependency is unavailable (its circuit is open): the message waits, spending no attempt.
     #[error("waiting: {0}")]
     Unavailable(String),
+    /// The database aborted the transaction to break a deadlock or a serialization conflict with
+    /// a concurrent one: run it again at once.
+    #[error("transaction conflict: {0}")]
+    Conflict(String),
 }
 
 impl From<sqlx::Error> for HandlerError {
     fn from(e: sqlx::Error) -> Self {
-        HandlerError::Transient(format!("database: {e}"))
+        let code = e.as_database_error().and_then(|d| d.code().map(|c| c.into_owned()));
+        match code.as_deref() {
+            // deadlock_detected, serialization_failure
+            Some("40P01" | "40001") => HandlerError::Conflict(e.to_string()),
+            _ => HandlerError::Transient(format!("database: {e}")),
+        }
     }
 }
+
+/// Times a transaction aborted by a conflict is run again before the message takes a delayed
+/// retry round.
+const CONFLICT_RETRIES: usize = 3;
 
 impl<E: std::fmt::Display> From<crate::resilience::CallError<E>> for HandlerError {
     fn from(e: crate::resilience::CallError<E>) -> Self {
@@ -105,7 +118,7 @@ pub fn reply_message(to: &Meta, reply: &Reply) -> Outgoing {
 
 impl<M, H> Processor<M, H>
 where
-    M: Message + Send + 'static,
+    M: Message + Clone + Send + 'static,
     H: MessageHandler<M>,
 {
     async fn process(&self, incoming: &Incoming) -> Result<Outcome, HandlerError> {
@@ -119,13 +132,28 @@ where
         if let Some(outcome) = self.duplicate(&key, &meta).await? {
             return Ok(outcome);
         }
+        let mut conflicts = 0;
+        loop {
+            match self.apply(&key, &meta, message.clone()).await {
+                Err(HandlerError::Conflict(e)) if conflicts < CONFLICT_RETRIES => {
+                    conflicts += 1;
+                    tracing::info!(error = %e, conflicts, "transaction conflict; running it again");
+                }
+                Err(HandlerError::Conflict(e)) => return Err(HandlerError::Transient(e)),
+                other => return other,
+            }
+        }
+    }
+
+    /// One transaction: the handler's change, the inbox row and the reply.
+    async fn apply(&self, key: &str, meta: &Meta, message: M) -> Result<Outcome, HandlerError> {
         let mut tx = self.pool.begin().await?;
-        let reply = self.handler.handle(&mut tx, &meta, message).await?;
-        let outgoing = reply.as_ref().map(|r| reply_message(&meta, r));
-        if !inbox::record(&mut tx, &key, &meta, outgoing.as_ref()).await? {
+        let reply = self.handler.handle(&mut tx, meta, message).await?;
+        let outgoing = reply.as_ref().map(|r| reply_message(meta, r));
+        if !inbox::record(&mut tx, key, meta, outgoing.as_ref()).await? {
             // Another delivery of the same command committed first.
             tx.rollback().await?;
-            return Ok(self.duplicate(&key, &meta).await?.unwrap_or(Outcome::Ack));
+            return Ok(self.duplicate(key, meta).await?.unwrap_or(Outcome::Ack));
         }
         tx.commit().await?;
         if let Some(r) = &outgoing {
@@ -160,7 +188,7 @@ where
 
 impl<M, H> DeliveryHandler for Processor<M, H>
 where
-    M: Message + Send + 'static,
+    M: Message + Clone + Send + 'static,
     H: MessageHandler<M>,
 {
     async fn handle(&self, incoming: &Incoming) -> Outcome {
@@ -169,6 +197,7 @@ where
             Err(HandlerError::Transient(reason)) => Outcome::Retry { reason },
             Err(HandlerError::Permanent { code, message }) => Outcome::DeadLetter { code, error: message },
             Err(HandlerError::Unavailable(reason)) => Outcome::Defer { reason },
+            Err(HandlerError::Conflict(reason)) => Outcome::Retry { reason },
         }
     }
 }

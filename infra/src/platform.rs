@@ -179,7 +179,7 @@ impl App {
     /// [`Processor`](crate::participant::Processor) (decode, dedupe, handle, reply) to `handler`.
     pub fn participant<M, H>(self, queue: &str, handler: H) -> Self
     where
-        M: contracts::Message + Send + 'static,
+        M: contracts::Message + Clone + Send + 'static,
         H: crate::participant::MessageHandler<M>,
     {
         let p = &self.platform;

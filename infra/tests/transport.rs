@@ -232,3 +232,25 @@ async fn the_relay_publishes_committed_rows_in_order_and_deletes_them() {
     token.cancel();
     run.await.unwrap();
 }
+
+#[tokio::test]
+async fn a_deadlock_is_classified_as_a_conflict_to_run_again() {
+    let db = TestDb::create("deadlock").await;
+    let pool = infra::db::connect(&db.url, 4).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS t (id INT PRIMARY KEY); INSERT INTO t VALUES (1), (2) ON CONFLICT DO NOTHING",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let mut a = pool.begin().await.unwrap();
+    let mut b = pool.begin().await.unwrap();
+    sqlx::query("UPDATE t SET id = id WHERE id = 1").execute(&mut *a).await.unwrap();
+    sqlx::query("UPDATE t SET id = id WHERE id = 2").execute(&mut *b).await.unwrap();
+    let (ra, rb) = tokio::join!(
+        sqlx::query("UPDATE t SET id = id WHERE id = 2").execute(&mut *a),
+        sqlx::query("UPDATE t SET id = id WHERE id = 1").execute(&mut *b),
+    );
+    let err = ra.err().or(rb.err()).expect("PostgreSQL breaks the deadlock by aborting one");
+    assert!(matches!(infra::participant::HandlerError::from(err), infra::participant::HandlerError::Conflict(_)));
+}
