@@ -407,9 +407,8 @@ async fn settle(
 /// Publish a dead-lettered message back where it was first sent, marked as replayed, with a
 /// fresh attempt count.
 async fn republish(admin: &Admin, actor: &str, queue: &str, m: &Incoming) -> Result<(), String> {
-    let exchange =
-        m.header_str(headers::ORIGINAL_EXCHANGE).ok_or("no x-original-exchange header: cannot tell where it goes")?;
-    let routing_key = m.header_str(headers::ORIGINAL_ROUTING_KEY).ok_or("no x-original-routing-key header")?;
+    let (exchange, routing_key) =
+        destination(m).ok_or("neither x-original-* nor x-death headers: cannot tell where it goes")?;
     let props = without_headers(
         m.properties.clone(),
         &[
@@ -431,6 +430,20 @@ async fn republish(admin: &Admin, actor: &str, queue: &str, m: &Incoming) -> Res
         ],
     );
     admin.publisher.publish_raw(&exchange, &routing_key, true, props, &m.body).await.map_err(|e| e.to_string())
+}
+
+/// Where a dead letter was first sent: our `x-original-*` headers, or, for a message the broker
+/// dead-lettered itself (a quorum queue's delivery limit, a rejection), its oldest `x-death` entry.
+fn destination(m: &Incoming) -> Option<(String, String)> {
+    if let (Some(e), Some(k)) = (m.header_str(headers::ORIGINAL_EXCHANGE), m.header_str(headers::ORIGINAL_ROUTING_KEY))
+    {
+        return Some((e, k));
+    }
+    let deaths = headers_json(&m.properties);
+    let first = deaths.get("x-death")?.as_array()?.last()?;
+    let exchange = first.get("exchange")?.as_str()?.to_owned();
+    let key = first.get("routing-keys")?.as_array()?.first()?.as_str()?.to_owned();
+    Some((exchange, key))
 }
 
 /// The audit row, and a note on the saga's timeline (if the message names a saga of ours).
@@ -537,6 +550,45 @@ mod tests {
         assert!(parse_operators("alice=short").is_err());
         assert!(parse_operators("").unwrap().is_empty());
         assert!(!format!("{:?}", ops[0]).contains("0123456789"));
+    }
+
+    #[test]
+    fn replay_goes_where_the_message_was_first_sent() {
+        use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString};
+        let incoming = |props: lapin::BasicProperties| Incoming {
+            exchange: String::new(),
+            routing_key: String::new(),
+            redelivered: false,
+            properties: props,
+            body: Vec::new(),
+        };
+        let ours = with_headers(
+            lapin::BasicProperties::default(),
+            &[
+                (headers::ORIGINAL_EXCHANGE.into(), HeaderValue::Str("saga.commands".into())),
+                (headers::ORIGINAL_ROUTING_KEY.into(), HeaderValue::Str("payment.capture".into())),
+            ],
+        );
+        assert_eq!(destination(&incoming(ours)), Some(("saga.commands".into(), "payment.capture".into())));
+        // Broker dead-lettering: newest x-death first, the original publish last.
+        let death = |exchange: &str, key: &str| {
+            let mut t = FieldTable::default();
+            t.insert("exchange".into(), AMQPValue::LongString(LongString::from(exchange.as_bytes())));
+            let keys = FieldArray::from(vec![AMQPValue::LongString(LongString::from(key.as_bytes()))]);
+            t.insert("routing-keys".into(), AMQPValue::FieldArray(keys));
+            AMQPValue::FieldTable(t)
+        };
+        let mut h = FieldTable::default();
+        h.insert(
+            "x-death".into(),
+            AMQPValue::FieldArray(FieldArray::from(vec![
+                death("", "payment.commands"),
+                death("saga.commands", "payment.void"),
+            ])),
+        );
+        let broker = lapin::BasicProperties::default().with_headers(h);
+        assert_eq!(destination(&incoming(broker)), Some(("saga.commands".into(), "payment.void".into())));
+        assert_eq!(destination(&incoming(lapin::BasicProperties::default())), None);
     }
 
     #[test]
