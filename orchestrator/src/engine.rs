@@ -38,6 +38,9 @@ pub enum EngineError {
     },
     #[error("Idempotency-Key already used for saga {0} with a different order")]
     KeyConflict(Uuid),
+    /// Something that cannot happen did (a kernel or storage invariant broke).
+    #[error("invariant broken: {0}")]
+    Invariant(String),
 }
 
 impl From<sqlx::Error> for EngineError {
@@ -95,8 +98,8 @@ impl Engine {
     /// Start a saga for a validated order. With an idempotency key, a second call returns the
     /// first call's saga, or [`EngineError::KeyConflict`] if the order differs.
     pub async fn start(&self, order: &OrderRequest, idempotency_key: Option<&str>) -> Result<Started, EngineError> {
-        let data =
-            serde_json::to_value(order).map_err(|source| EngineError::CorruptData { id: Uuid::nil(), source })?;
+        let data = serde_json::to_value(order)
+            .map_err(|e| EngineError::Invariant(format!("order does not serialize: {e}")))?;
         if let Some(key) = idempotency_key
             && let Some(existing) = self.existing(key, &data).await?
         {
@@ -106,8 +109,7 @@ impl Engine {
         let Decision::Applied { state, effects, note } =
             kernel::transition(&self.def, &self.policy, saga_id, order, None, Input::Start)
         else {
-            // Start on no state always applies; anything else is a kernel bug.
-            return Err(EngineError::UnknownSaga(saga_id));
+            return Err(EngineError::Invariant("the kernel ignored the start of a new saga".into()));
         };
         let mut tx = self.pool.begin().await?;
         let cause = Cause { kind: "started", message_id: None, message_type: None };
@@ -117,7 +119,10 @@ impl Engine {
             // Lost a race with the same key.
             tx.rollback().await?;
             let key = idempotency_key.unwrap_or_default();
-            return self.existing(key, &data).await?.ok_or(EngineError::UnknownSaga(saga_id));
+            return self
+                .existing(key, &data)
+                .await?
+                .ok_or_else(|| EngineError::Invariant(format!("idempotency key {key} conflicted but names no saga")));
         }
         tx.commit().await?;
         self.waker.wake();
