@@ -109,6 +109,19 @@ impl TestVhost {
     pub fn api(&self) -> String {
         rabbit_api()
     }
+
+    /// `GET /api/<path>` on the management API, as guest.
+    pub async fn management(&self, path: &str) -> serde_json::Value {
+        reqwest::Client::new()
+            .get(format!("{}/api/{path}", rabbit_api()))
+            .basic_auth("guest", Some("guest"))
+            .send()
+            .await
+            .expect("management API")
+            .json()
+            .await
+            .expect("management API JSON")
+    }
 }
 
 impl Drop for TestVhost {

@@ -333,6 +333,15 @@ impl TestPlatform {
         (v["on_hand"].as_i64().expect("on_hand"), v["reserved"].as_i64().expect("reserved"))
     }
 
+    /// Wait until at least one notification is recorded for an order; returns them.
+    pub async fn wait_for_notifications(&self, order_id: Uuid, timeout: Duration) -> Vec<Value> {
+        eventually(&format!("a notification for {order_id}"), timeout, || async {
+            let n = self.notifications(order_id).await;
+            (!n.is_empty()).then_some(n)
+        })
+        .await
+    }
+
     /// Notifications recorded for an order.
     pub async fn notifications(&self, order_id: Uuid) -> Vec<Value> {
         let v: Value = self

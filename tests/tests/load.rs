@@ -90,16 +90,8 @@ async fn five_hundred_concurrent_orders_on_two_instances_of_everything_conserve_
 /// Close every connection of the vhost through the management API, as a broker restart would.
 async fn kill_connections(p: &TestPlatform) -> usize {
     let api = p.vhost.api();
-    let conns: Vec<Value> = p
-        .http
-        .get(format!("{api}/api/vhosts/{}/connections", p.vhost.name))
-        .basic_auth("guest", Some("guest"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let conns: Vec<Value> =
+        serde_json::from_value(p.vhost.management(&format!("vhosts/{}/connections", p.vhost.name)).await).unwrap();
     for c in &conns {
         let name = c["name"].as_str().unwrap();
         let encoded: String = name

@@ -78,11 +78,7 @@ async fn happy_path_completes_every_step_and_moves_stock() {
     assert_eq!(after, (before.0 - 2, before.1), "on_hand drops by what was bought, reserved is back");
     assert_eq!(payment_status(&p, id).await.as_deref(), Some("captured"));
     assert!(shipment_exists(&p, id).await);
-    let notes = eventually("confirmation recorded", WAIT, || async {
-        let n = p.notifications(id).await;
-        (!n.is_empty()).then_some(n)
-    })
-    .await;
+    let notes = p.wait_for_notifications(id, WAIT).await;
     assert_eq!(notes[0]["kind"], "confirmation");
     p.shutdown().await;
 }
@@ -99,11 +95,7 @@ async fn insufficient_stock_ends_compensated_with_nothing_held() {
     assert_eq!(sent_types(&saga), ["inventory.reserve", "order.compensated"]);
     assert_eq!(p.stock("SKU-0003").await, before);
     assert_eq!(payment_status(&p, id).await, None, "no payment was attempted");
-    let notes = eventually("cancellation recorded", WAIT, || async {
-        let n = p.notifications(id).await;
-        (!n.is_empty()).then_some(n)
-    })
-    .await;
+    let notes = p.wait_for_notifications(id, WAIT).await;
     assert_eq!(notes[0]["kind"], "cancellation");
     assert!(notes[0]["reason"].is_string());
     p.shutdown().await;
@@ -458,11 +450,7 @@ async fn a_compensation_that_cannot_be_done_ends_failed_and_visible() {
     let saga = p.wait_for_status(id, "FAILED", WAIT).await;
     assert!(saga["failure_reason"].as_str().unwrap().contains("void"), "{saga}");
     assert!(saga["deadline"].is_null());
-    let notes = eventually("failure recorded", WAIT, || async {
-        let n = p.notifications(id).await;
-        (!n.is_empty()).then_some(n)
-    })
-    .await;
+    let notes = p.wait_for_notifications(id, WAIT).await;
     assert_eq!(notes[0]["kind"], "failure");
     let metrics =
         p.http.get(format!("{}/metrics", p.url(Service::Orchestrator))).send().await.unwrap().text().await.unwrap();
@@ -481,16 +469,7 @@ async fn quorum_queues_run_the_same_saga() {
     let ko = p.start_saga(&order("SKU-0012", 1, 100, "AQ")).await;
     p.wait_for_status(ok, "COMPLETED", WAIT).await;
     p.wait_for_status(ko, "COMPENSATED", WAIT).await;
-    let q: Value = p
-        .http
-        .get(format!("{}/api/queues/{}/payment.commands", p.vhost.api(), p.vhost.name))
-        .basic_auth("guest", Some("guest"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let q = p.vhost.management(&format!("queues/{}/payment.commands", p.vhost.name)).await;
     assert_eq!(q["type"], "quorum");
     assert_eq!(q["arguments"]["x-delivery-limit"], 20);
     p.shutdown().await;
