@@ -1,5 +1,5 @@
 //! One process, wired: [`Platform`] holds the plumbing (database pool, broker, publisher, outbox
-//! waker, metrics) and [`App`] runs a process made of it: an HTTP server, consumers, the outbox
+//! waker, metrics) and [`Application`] runs a process made of it: an HTTP server, consumers, the outbox
 //! relay and any background jobs, until a shutdown signal.
 //!
 //! Shutdown order: the token stops intake (HTTP stops accepting, consumers cancel, jobs stop);
@@ -124,7 +124,7 @@ impl Platform {
 type Job = Box<dyn FnOnce(CancellationToken) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
 
 /// A runnable process: HTTP, consumers, background jobs and the outbox relay.
-pub struct App {
+pub struct Application {
     pub platform: Platform,
     listener: TcpListener,
     router: Router,
@@ -132,12 +132,12 @@ pub struct App {
     checks: Vec<(&'static str, Check)>,
 }
 
-impl App {
+impl Application {
     /// Bind the HTTP listener (port 0 picks a free port).
     pub async fn new(platform: Platform) -> Result<Self, StartupError> {
         let addr = platform.settings.http_addr;
         let listener = TcpListener::bind(addr).await.map_err(|source| StartupError::Bind { addr, source })?;
-        Ok(App { platform, listener, router: Router::new(), jobs: Vec::new(), checks: Vec::new() })
+        Ok(Application { platform, listener, router: Router::new(), jobs: Vec::new(), checks: Vec::new() })
     }
 
     /// The address the HTTP server listens on.
@@ -208,7 +208,7 @@ impl App {
 
     /// Run until `shutdown` is cancelled; then drain and return.
     pub async fn run(self, shutdown: CancellationToken) -> std::io::Result<()> {
-        let App { platform, listener, router, jobs, checks } = self;
+        let Application { platform, listener, router, jobs, checks } = self;
         let deadline = platform.settings.shutdown_timeout;
         let intake = TaskTracker::new();
         for (name, job) in jobs {

@@ -243,7 +243,9 @@ pub fn command(saga_id: Uuid, command: &contracts::Command, idempotency_key: &st
 }
 
 /// Run an app until the returned token is cancelled; await the handle to see it stop.
-pub fn spawn_app(app: crate::platform::App) -> (CancellationToken, tokio::task::JoinHandle<std::io::Result<()>>) {
+pub fn spawn_app(
+    app: crate::platform::Application,
+) -> (CancellationToken, tokio::task::JoinHandle<std::io::Result<()>>) {
     let token = CancellationToken::new();
     let handle = tokio::spawn(app.run(token.clone()));
     (token, handle)

@@ -27,7 +27,8 @@ pub mod validate;
 use std::sync::Arc;
 
 use contracts::topology::ORCHESTRATOR_QUEUE;
-use infra::platform::{App, Platform, StartupError};
+pub use infra::platform::Application;
+use infra::platform::{Platform, StartupError};
 
 use crate::engine::{Engine, ReplyHandler};
 use crate::metrics::SagaMetrics;
@@ -36,8 +37,8 @@ use crate::settings::OrchestratorSettings;
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// Connect, migrate, declare the topology, and assemble the HTTP API, the reply consumer and the
-/// timeout scanner. Run the result with [`App::run`].
-pub async fn build(settings: OrchestratorSettings) -> Result<App, StartupError> {
+/// timeout scanner. Run the result with [`Application::run`].
+pub async fn build(settings: OrchestratorSettings) -> Result<Application, StartupError> {
     kernel::validate(sagas::order::ORDER_STEPS)
         .map_err(|e| StartupError::Invalid(format!("order saga definition: {e}")))?;
     let platform = Platform::start(settings.common.clone(), &MIGRATOR).await?;
@@ -58,7 +59,7 @@ pub async fn build(settings: OrchestratorSettings) -> Result<App, StartupError> 
         topology: platform.topology.clone(),
         operators: Arc::new(engine.settings.admin_operators.clone()),
     };
-    Ok(App::new(platform)
+    Ok(Application::new(platform)
         .await?
         .routes(api::router(engine.clone()))
         .routes(admin::router(admin))

@@ -12,7 +12,8 @@ pub mod handler;
 use contracts::Command;
 use contracts::topology::INVENTORY_QUEUE;
 use infra::config::{ConfigError, Env, Settings};
-use infra::platform::{App, Platform, StartupError};
+pub use infra::platform::Application;
+use infra::platform::{Platform, StartupError};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -38,13 +39,16 @@ impl InventorySettings {
     }
 }
 
-pub async fn build(settings: InventorySettings) -> Result<App, StartupError> {
+pub async fn build(settings: InventorySettings) -> Result<Application, StartupError> {
     let platform = Platform::start(settings.common, &MIGRATOR).await?;
     if settings.seed_demo_catalog {
         seed(&platform.db).await.map_err(|source| StartupError::Init { what: "seed the demo catalog", source })?;
     }
     let routes = api::router(platform.db.clone());
-    Ok(App::new(platform).await?.routes(routes).participant::<Command, _>(INVENTORY_QUEUE, handler::InventoryHandler))
+    Ok(Application::new(platform)
+        .await?
+        .routes(routes)
+        .participant::<Command, _>(INVENTORY_QUEUE, handler::InventoryHandler))
 }
 
 /// Insert the demo catalog if `stock` is empty (concurrent starts insert it once).

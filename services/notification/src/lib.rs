@@ -11,7 +11,8 @@ pub mod handler;
 use contracts::Event;
 use contracts::topology::NOTIFICATION_QUEUE;
 use infra::config::{ConfigError, Settings};
-use infra::platform::{App, Platform, StartupError};
+pub use infra::platform::Application;
+use infra::platform::{Platform, StartupError};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -32,10 +33,10 @@ impl NotificationSettings {
     }
 }
 
-pub async fn build(settings: NotificationSettings) -> Result<App, StartupError> {
+pub async fn build(settings: NotificationSettings) -> Result<Application, StartupError> {
     let platform = Platform::start(settings.common, &MIGRATOR).await?;
     let routes = api::router(platform.db.clone());
-    Ok(App::new(platform)
+    Ok(Application::new(platform)
         .await?
         .routes(routes)
         .participant::<Event, _>(NOTIFICATION_QUEUE, handler::NotificationHandler))

@@ -15,7 +15,8 @@ use std::time::Duration;
 use contracts::Command;
 use contracts::topology::PAYMENT_QUEUE;
 use infra::config::{ConfigError, Env, Settings};
-use infra::platform::{App, Platform, StartupError};
+pub use infra::platform::Application;
+use infra::platform::{Platform, StartupError};
 use infra::resilience::{Dependency, HttpDependency, Policy, ResilienceMetrics};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -61,7 +62,7 @@ impl PaymentSettings {
 /// Name of the gateway dependency in metrics, logs and `/health/ready`.
 pub const GATEWAY: &str = "payment_gateway";
 
-pub async fn build(settings: PaymentSettings) -> Result<App, StartupError> {
+pub async fn build(settings: PaymentSettings) -> Result<Application, StartupError> {
     let platform = Platform::start(settings.common, &MIGRATOR).await?;
     let metrics = ResilienceMetrics::register(&platform.metrics.registry)
         .map_err(|e| StartupError::Invalid(format!("metrics: {e}")))?;
@@ -70,7 +71,7 @@ pub async fn build(settings: PaymentSettings) -> Result<App, StartupError> {
         .map_err(|e| StartupError::Invalid(format!("gateway client: {e}")))?;
     let handler = handler::PaymentHandler { gateway: gateway::Gateway { http }, limit_cents: settings.limit_cents };
     let routes = api::router(platform.db.clone());
-    Ok(App::new(platform)
+    Ok(Application::new(platform)
         .await?
         .routes(routes)
         .check(GATEWAY, infra::http::dependency_check(dependency))

@@ -17,7 +17,8 @@ use std::time::Duration;
 use contracts::Command;
 use contracts::topology::SHIPPING_QUEUE;
 use infra::config::{ConfigError, Env, Settings};
-use infra::platform::{App, Platform, StartupError};
+pub use infra::platform::Application;
+use infra::platform::{Platform, StartupError};
 use infra::resilience::{Dependency, HttpDependency, Policy, ResilienceMetrics};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -63,7 +64,7 @@ impl ShippingSettings {
 /// Name of the carrier dependency in metrics, logs and `/health/ready`.
 pub const CARRIER: &str = "shipping_carrier";
 
-pub async fn build(settings: ShippingSettings) -> Result<App, StartupError> {
+pub async fn build(settings: ShippingSettings) -> Result<Application, StartupError> {
     let platform = Platform::start(settings.common, &MIGRATOR).await?;
     let metrics = ResilienceMetrics::register(&platform.metrics.registry)
         .map_err(|e| StartupError::Invalid(format!("metrics: {e}")))?;
@@ -73,7 +74,7 @@ pub async fn build(settings: ShippingSettings) -> Result<App, StartupError> {
     let handler =
         handler::ShippingHandler { carrier: carrier::Carrier { http }, unsupported: settings.unsupported_countries };
     let routes = api::router(platform.db.clone());
-    Ok(App::new(platform)
+    Ok(Application::new(platform)
         .await?
         .routes(routes)
         .check(CARRIER, infra::http::dependency_check(dependency))
