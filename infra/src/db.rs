@@ -13,6 +13,10 @@ pub async fn connect(url: &str, size: u32) -> Result<PgPool, sqlx::Error> {
     PgPoolOptions::new()
         .max_connections(size)
         .min_connections(1)
+        // No ping before each use: a dead connection fails its statement, and every caller
+        // already treats a database error as transient (retried), so the ping is a wasted
+        // round trip on every transaction.
+        .test_before_acquire(false)
         .acquire_timeout(Duration::from_secs(10))
         .connect(url)
         .await

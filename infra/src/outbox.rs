@@ -131,6 +131,8 @@ struct Row {
     created_at: DateTime<Utc>,
     body: Vec<u8>,
     publish_attempts: i32,
+    /// The saga has a later row queued behind this one (ready for the next batch).
+    more: bool,
 }
 
 impl Row {
@@ -210,9 +212,10 @@ impl Relay {
         loop {
             match self.publish_batch().await {
                 // A batch holds at most one row per saga (its oldest), so a saga with several
-                // queued rows needs several batches: keep going until nothing is ready.
-                Ok(0) => return,
-                Ok(_) => continue,
+                // queued rows needs several batches: keep going while more is known to be ready.
+                // Rows committed after this batch's snapshot come with a wake-up of their own.
+                Ok(true) => continue,
+                Ok(false) => return,
                 Err(error) => {
                     tracing::warn!(%error, "outbox batch failed; will try again");
                     return;
@@ -221,12 +224,12 @@ impl Relay {
         }
     }
 
-    /// Claim, publish and settle one batch. Returns how many rows were claimed.
-    async fn publish_batch(&self) -> Result<usize, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
+    /// Claim, publish and settle one batch. Returns whether more rows are known to be ready now
+    /// (the batch was full, or a saga in it has a row queued behind the one published).
+    async fn publish_batch(&self) -> Result<bool, sqlx::Error> {
         // Deleting published rows need not wait for the disk: if this commit is lost in a crash,
         // the rows are published again, and every consumer deduplicates. Saves an fsync per batch.
-        sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await?;
+        let mut tx = self.pool.begin_with("BEGIN; SET LOCAL synchronous_commit = off").await?;
         let rows: Vec<Row> = sqlx::query_as(
             "DELETE FROM outbox WHERE id IN (
                 SELECT o.id FROM outbox o
@@ -236,15 +239,17 @@ impl Relay {
                 LIMIT $1
                 FOR UPDATE SKIP LOCKED)
              RETURNING id, message_id, saga_id, exchange, routing_key, mandatory, message_type, causation_id,
-                       idempotency_key, attempt, traceparent, schema_version, created_at, body, publish_attempts",
+                       idempotency_key, attempt, traceparent, schema_version, created_at, body, publish_attempts,
+                       EXISTS (SELECT 1 FROM outbox n WHERE n.saga_id = outbox.saga_id AND n.id > outbox.id) AS more",
         )
         .bind(self.batch_size)
         .fetch_all(&mut *tx)
         .await?;
         if rows.is_empty() {
             tx.commit().await?;
-            return Ok(0);
+            return Ok(false);
         }
+        let more = rows.len() as i64 >= self.batch_size || rows.iter().any(|r| r.more);
         let mut rows = rows;
         rows.sort_by_key(|r| r.id);
         let started = Instant::now();
@@ -289,7 +294,7 @@ impl Relay {
             }
         }
         tx.commit().await?;
-        Ok(rows.len())
+        Ok(more)
     }
 
     async fn sample_pending(&self) {
