@@ -70,6 +70,14 @@ pub struct Meta {
     pub attempt: u32,
 }
 
+/// The W3C trace context (`version-traceid-spanid-flags`, sampled) of a message of saga
+/// `saga_id` with id `message_id`. Neither id may be all zeros in W3C; UUIDs made here never are,
+/// and a zero span falls back to 1.
+pub fn traceparent(saga_id: Uuid, message_id: Uuid) -> String {
+    let span = (message_id.as_u128() as u64).max(1);
+    format!("00-{}-{span:016x}-01", saga_id.simple())
+}
+
 impl Meta {
     /// Metadata for a brand-new message of `message_type` in saga `saga_id`.
     pub fn new(saga_id: Uuid, message_type: &str) -> Self {
@@ -84,6 +92,15 @@ impl Meta {
             idempotency_key: None,
             attempt: 1,
         }
+        .traced()
+    }
+
+    /// Set the W3C `traceparent` for this message: one trace per saga, whose trace id is the
+    /// saga id, and one span per message, whose span id is the low 64 bits of the message id.
+    /// A tracing backend then shows a saga as one trace, each message a span in it.
+    pub fn traced(mut self) -> Self {
+        self.traceparent = Some(traceparent(self.saga_id, self.message_id));
+        self
     }
 
     pub fn caused_by(mut self, message_id: Uuid) -> Self {
@@ -148,5 +165,20 @@ impl DecodeError {
             DecodeError::UnsupportedSchemaVersion(_) => "unsupported_schema_version",
             DecodeError::Body { .. } => "invalid_body",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_is_a_span_of_its_saga_trace() {
+        let saga = Uuid::parse_str("0191d6a1-7c2e-7b3a-9f00-0123456789ab").unwrap();
+        let meta = Meta::new(saga, "payment.authorize");
+        let expected = format!("00-0191d6a17c2e7b3a9f000123456789ab-{:016x}-01", meta.message_id.as_u128() as u64);
+        assert_eq!(meta.traceparent.as_deref(), Some(expected.as_str()));
+        // W3C forbids an all-zero span id.
+        assert_eq!(traceparent(saga, Uuid::nil()), "00-0191d6a17c2e7b3a9f000123456789ab-0000000000000001-01");
     }
 }

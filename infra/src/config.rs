@@ -57,13 +57,30 @@ impl Env {
         }
     }
 
-    /// A duration given in milliseconds (`<KEY>` should end in `_MS`); must be > 0.
+    /// A duration given in milliseconds (`<KEY>` should end in `_MS`); must be > 0 and at most
+    /// [`MAX_DURATION_MS`] (30 days), so that any deadline computed from it stays representable.
     pub fn millis(&self, key: &str, default_ms: u64) -> Result<Duration, ConfigError> {
         let ms: u64 = self.parse(key, default_ms)?;
         if ms == 0 {
             return Err(self.invalid(key, "must be greater than 0"));
         }
+        if ms > MAX_DURATION_MS {
+            return Err(self.invalid(key, &format!("must be at most {MAX_DURATION_MS} (30 days)")));
+        }
         Ok(Duration::from_millis(ms))
+    }
+
+    /// An integer within `min..=max`.
+    pub fn between<T>(&self, key: &str, default: T, min: T, max: T) -> Result<T, ConfigError>
+    where
+        T: FromStr + PartialOrd + std::fmt::Display + Copy,
+        T::Err: std::fmt::Display,
+    {
+        let v = self.at_least(key, default, min)?;
+        if v > max {
+            return Err(self.invalid(key, &format!("must be at most {max}")));
+        }
+        Ok(v)
     }
 
     /// An integer that must be at least `min`.
@@ -85,6 +102,9 @@ impl Env {
         ConfigError { var, value: redact_url(&value), message: message.to_owned() }
     }
 }
+
+/// The longest duration any `_MS` setting accepts: 30 days.
+pub const MAX_DURATION_MS: u64 = 30 * 24 * 3600 * 1000;
 
 /// Settings every process has. Built from the environment by [`Settings::from_env`], or by hand in
 /// tests (every field is public).
@@ -155,7 +175,7 @@ impl Settings {
             relay_batch_size: env.at_least("RELAY_BATCH_SIZE", 100, 1)?,
             retry_delay: env.millis("RETRY_DELAY_MS", 1_000)?,
             max_retry_rounds: env.at_least("MAX_RETRY_ROUNDS", 5, 0)?,
-            inbox_retention: Duration::from_secs(3600 * env.at_least("INBOX_RETENTION_HOURS", 168, 1)?),
+            inbox_retention: Duration::from_secs(3600 * env.between("INBOX_RETENTION_HOURS", 168, 1, 87_600)?),
         };
         for (key, url, schemes) in [
             ("AMQP_URL", &settings.amqp_url, &["amqp://", "amqps://"][..]),

@@ -36,6 +36,7 @@ pub async fn lookup<'e>(db: impl PgExecutor<'e>, key: &str, duplicate: &Meta) ->
         Some((Some(id), Some(ty), Some(body))) => {
             let mut meta = Meta::new(duplicate.saga_id, &ty).caused_by(duplicate.message_id);
             meta.message_id = id;
+            meta = meta.traced();
             Seen::Replied(Box::new(Outgoing {
                 exchange: REPLIES_EXCHANGE.to_owned(),
                 routing_key: ty,

@@ -197,7 +197,14 @@ impl Relay {
                 _ = tokio::time::sleep(self.poll_interval) => {},
                 n = recv(&mut listener) => {
                     if let Err(error) = n {
+                        // The listener reconnects on its next use; while the database is away,
+                        // wait a poll interval instead of spinning on the same error.
                         tracing::warn!(%error, "outbox listener failed; it reconnects, polling covers the gap");
+                        tokio::select! {
+                            _ = shutdown.cancelled() => break,
+                            _ = self.waker.0.notified() => {},
+                            _ = tokio::time::sleep(self.poll_interval) => {},
+                        }
                     }
                 },
             }

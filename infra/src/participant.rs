@@ -111,8 +111,7 @@ impl<M, H> Processor<M, H> {
 
 /// The reply message for `reply`, answering the message described by `to`.
 pub fn reply_message(to: &Meta, reply: &Reply) -> Outgoing {
-    let meta =
-        Meta::new(to.saga_id, reply.message_type()).caused_by(to.message_id).with_traceparent(to.traceparent.clone());
+    let meta = Meta::new(to.saga_id, reply.message_type()).caused_by(to.message_id);
     Outgoing::new(REPLIES_EXCHANGE, true, meta, reply)
 }
 

@@ -237,8 +237,24 @@ impl Engine {
     pub async fn expire_due(&self, limit: i64) -> Result<usize, EngineError> {
         let due = store::due(&self.pool, limit).await?;
         for (id, _) in &due {
-            if let Err(error) = self.expire(*id).await {
-                tracing::error!(saga_id = %id, %error, "cannot handle step timeout; will retry");
+            match self.expire(*id).await {
+                Ok(()) => {}
+                Err(
+                    error @ (EngineError::CorruptData { .. } | EngineError::Store(StoreError::CorruptState { .. })),
+                ) => {
+                    // Retrying cannot help: end it where an operator sees it.
+                    tracing::error!(saga_id = %id, %error, "saga cannot be read; marking it FAILED");
+                    if store::fail_unreadable(&self.pool, *id, &format!("saga cannot be read: {error}")).await? {
+                        self.metrics.finished.with_label_values(&[self.def.name(), "FAILED"]).inc();
+                    }
+                }
+                Err(error) => {
+                    // Try again after a scan interval, not at once (which would spin).
+                    tracing::error!(saga_id = %id, %error, "cannot handle step timeout; will retry");
+                    if let Err(error) = store::postpone(&self.pool, *id, self.settings.scan_interval).await {
+                        tracing::warn!(saga_id = %id, %error, "cannot postpone the deadline");
+                    }
+                }
             }
         }
         Ok(due.len())
@@ -327,7 +343,9 @@ impl Engine {
                 }
                 Effect::Wait { attempt, .. } => {
                     let wait = self.settings.timeout_for(*attempt);
-                    deadline = Some(now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX));
+                    // Settings cap every timeout at 30 days, so this cannot overflow; saturate anyway.
+                    let wait = chrono::Duration::from_std(wait).unwrap_or(chrono::TimeDelta::days(30));
+                    deadline = Some(now.checked_add_signed(wait).unwrap_or(DateTime::<Utc>::MAX_UTC));
                 }
                 Effect::ClearDeadline => deadline = None,
             }

@@ -223,6 +223,38 @@ pub async fn note(conn: &mut PgConnection, saga_id: Uuid, e: &TimelineEntry<'_>)
     Ok(())
 }
 
+/// End a saga the engine cannot read (its stored state or order does not decode): `FAILED`, no
+/// deadline, the reason in `failure_reason` and `attention`, and a timeline entry. One statement,
+/// which touches neither column it cannot read. Returns whether the saga was still unfinished.
+pub async fn fail_unreadable<'e>(db: impl PgExecutor<'e>, saga_id: Uuid, reason: &str) -> Result<bool, sqlx::Error> {
+    let n: i64 = sqlx::query_scalar(
+        "WITH s AS (
+            UPDATE sagas SET status = 'FAILED', deadline = NULL, failure_reason = $2, attention = $2,
+                             finished_at = now(), updated_at = now(), version = version + 1
+            WHERE id = $1 AND status NOT IN ('COMPLETED', 'COMPENSATED', 'FAILED')
+            RETURNING id, current_step
+         ), e AS (
+            INSERT INTO saga_events (saga_id, kind, status, step, note) SELECT id, 'failed', 'FAILED', current_step, $2 FROM s
+         )
+         SELECT count(*) FROM s",
+    )
+    .bind(saga_id)
+    .bind(reason)
+    .fetch_one(db)
+    .await?;
+    Ok(n > 0)
+}
+
+/// Move a due saga's deadline `by` into the future (its timeout could not be handled now).
+pub async fn postpone<'e>(db: impl PgExecutor<'e>, saga_id: Uuid, by: std::time::Duration) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE sagas SET deadline = now() + make_interval(secs => $2) WHERE id = $1 AND deadline IS NOT NULL")
+        .bind(saga_id)
+        .bind(by.as_secs_f64())
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
 /// Say why a saga is stuck (cleared by its next transition).
 pub async fn set_attention(conn: &mut PgConnection, saga_id: Uuid, attention: &str) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE sagas SET attention = $2 WHERE id = $1").bind(saga_id).bind(attention).execute(conn).await?;

@@ -21,6 +21,10 @@ fn each_bad_setting_is_named_and_nothing_panics() {
             ("ORCHESTRATOR_ADMIN_TOKENS", "alice=short"),
             ("PREFETCH", "-1"),
             ("INBOX_RETENTION_HOURS", "0"),
+            ("INBOX_RETENTION_HOURS", "18446744073709551615"),
+            ("ORCHESTRATOR_STEP_TIMEOUT_MS", "10000000000000000"),
+            ("ORCHESTRATOR_MAX_STEP_TIMEOUT_MS", "10000000000000000"),
+            ("RETRY_DELAY_MS", "99999999999"),
         ],
     );
 }
