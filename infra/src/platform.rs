@@ -117,6 +117,7 @@ impl Platform {
             max_retry_rounds: self.settings.max_retry_rounds,
             shutdown_timeout: self.settings.shutdown_timeout,
             notices: false,
+            redeclare: Some(Arc::new(self.topology.clone())),
         }
     }
 }

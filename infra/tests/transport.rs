@@ -74,6 +74,7 @@ fn consumer_config(max_retry_rounds: u32) -> ConsumerConfig {
         max_retry_rounds,
         shutdown_timeout: Duration::from_secs(2),
         notices: false,
+        redeclare: None,
     }
 }
 
@@ -253,4 +254,44 @@ async fn a_deadlock_is_classified_as_a_conflict_to_run_again() {
     );
     let err = ra.err().or(rb.err()).expect("PostgreSQL breaks the deadlock by aborting one");
     assert!(matches!(infra::participant::HandlerError::from(err), infra::participant::HandlerError::Conflict(_)));
+}
+
+#[tokio::test]
+async fn a_consumer_whose_queue_vanished_declares_the_topology_again_and_goes_on() {
+    let vhost = TestVhost::create("transport").await;
+    let broker = broker(&vhost).await;
+    let publisher = Arc::new(Publisher::new(broker.clone()));
+    let handler = Arc::new(Scripted { calls: AtomicUsize::new(0), outcome: |_| Outcome::Ack });
+    let token = CancellationToken::new();
+    let config =
+        ConsumerConfig { redeclare: Some(Arc::new(Topology::new(QueueType::Classic, 5))), ..consumer_config(3) };
+    let run = tokio::spawn(consumer::run(
+        broker.clone(),
+        publisher.clone(),
+        config,
+        handler.clone(),
+        Metrics::new(),
+        token.clone(),
+    ));
+    publisher.publish(&command(Uuid::now_v7())).await.unwrap();
+    eventually("first handled", Duration::from_secs(10), || async {
+        (handler.calls.load(Ordering::SeqCst) >= 1).then_some(())
+    })
+    .await;
+    // The queue disappears under the consumer (as on a broker that lost its definitions): the
+    // broker cancels the consumer, which must put the queue back and consume again.
+    let ch = broker.channel().await.unwrap();
+    ch.queue_delete(INVENTORY_QUEUE.into(), lapin::options::QueueDeleteOptions::default()).await.unwrap();
+    eventually("a command is routed and handled again", Duration::from_secs(15), || async {
+        // Unroutable (an error, since commands are mandatory) until the queue is back.
+        publisher.publish(&command(Uuid::now_v7())).await.ok()?;
+        eventually("handled", Duration::from_secs(5), || async {
+            (handler.calls.load(Ordering::SeqCst) >= 2).then_some(())
+        })
+        .await;
+        Some(())
+    })
+    .await;
+    token.cancel();
+    run.await.unwrap();
 }

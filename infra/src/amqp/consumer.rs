@@ -60,6 +60,9 @@ pub struct ConsumerConfig {
     /// Tell the orchestrator (a [`contracts::Notice`] on `saga.replies`) when a message starts to
     /// wait or is dead-lettered, so the saga's status can say so. For participants' command queues.
     pub notices: bool,
+    /// Declare this topology again before consuming after a lost channel or connection, so a
+    /// broker that came back without our queues (a fresh node, a deleted queue) gets them back.
+    pub redeclare: Option<Arc<topology::Topology>>,
 }
 
 /// Consume `config.queue` until `shutdown` is cancelled, then drain in-flight deliveries under
@@ -74,10 +77,24 @@ pub async fn run<H: DeliveryHandler>(
 ) {
     let mut backoff = Duration::from_millis(100);
     let in_flight = TaskTracker::new();
+    let mut lost = false;
     while !shutdown.is_cancelled() {
+        if lost
+            && let Some(topology) = &config.redeclare
+            && let Err(error) = super::topology::declare(&broker, topology).await
+        {
+            tracing::warn!(queue = %config.queue, %error, retry_in = ?backoff, "cannot declare the topology again");
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(backoff) => {},
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+            continue;
+        }
         match session(&broker, &publisher, &config, &handler, &metrics, &shutdown, &in_flight).await {
             Ok(()) => break,
             Err(error) => {
+                lost = true;
                 tracing::warn!(queue = %config.queue, %error, retry_in = ?backoff, "consumer lost its channel; reconnecting");
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
