@@ -10,6 +10,7 @@ pub struct OrderRequest {
     /// ISO 4217 code, e.g. `EUR`.
     pub currency: String,
     pub items: Vec<OrderItem>,
+    #[serde(deserialize_with = "strict_address")]
     pub shipping_address: Address,
 }
 
@@ -32,9 +33,10 @@ pub struct OrderItem {
     pub unit_price_cents: i64,
 }
 
-/// Where the order ships to.
+/// Where the order ships to. On the wire (inside `shipping.schedule`) unknown fields are ignored,
+/// so a newer producer may add one without older consumers dead-lettering the command; in
+/// `POST /orders` they are refused (see [`strict_address`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Address {
     pub name: String,
     pub line1: String,
@@ -44,6 +46,23 @@ pub struct Address {
     pub postal_code: String,
     /// ISO 3166-1 alpha-2, e.g. `DE`.
     pub country: String,
+}
+
+/// [`Address`] as `POST /orders` accepts it: unknown fields are an error there.
+fn strict_address<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Address, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Strict {
+        name: String,
+        line1: String,
+        #[serde(default)]
+        line2: Option<String>,
+        city: String,
+        postal_code: String,
+        country: String,
+    }
+    let Strict { name, line1, line2, city, postal_code, country } = Strict::deserialize(d)?;
+    Ok(Address { name, line1, line2, city, postal_code, country })
 }
 
 /// An item as inventory sees it: what to hold, no prices.

@@ -172,6 +172,27 @@ fn unknown_type_missing_field_and_future_schema_are_refused() {
 fn additive_fields_are_tolerated_by_readers() {
     let body = br#"{"order_id":"01936f3e-6a4b-7c2d-9e8f-0123456789ab","added_later":true}"#;
     assert!(Command::decode("inventory.release", 1, body).is_ok());
+    // Nested values too: an address with a field added later still decodes.
+    let schedule =
+        Command::ScheduleShipment(ScheduleShipment { order_id: order_id(), address: address(), items: lines() });
+    let mut json: serde_json::Value = serde_json::from_slice(&schedule.encode()).unwrap();
+    json["address"]["state_code"] = "BE".into();
+    let decoded = Command::decode("shipping.schedule", 1, json.to_string().as_bytes()).unwrap();
+    assert_eq!(decoded, schedule);
+}
+
+#[test]
+fn an_order_request_refuses_unknown_fields_at_every_level() {
+    let order = serde_json::json!({"customer_id": "c-42", "currency": "EUR",
+        "items": [{"sku": "SKU-0001", "quantity": 2, "unit_price_cents": 1999}],
+        "shipping_address": {"name": "Ada", "line1": "1 Main St", "city": "Berlin", "postal_code": "10115", "country": "DE"}});
+    assert!(serde_json::from_value::<contracts::order::OrderRequest>(order.clone()).is_ok());
+    for (pointer, field) in [("", "coupon"), ("/items/0", "colour"), ("/shipping_address", "state_code")] {
+        let mut bad = order.clone();
+        bad.pointer_mut(pointer).unwrap()[field] = "x".into();
+        let err = serde_json::from_value::<contracts::order::OrderRequest>(bad).unwrap_err().to_string();
+        assert!(err.contains(field), "{pointer}: {err}");
+    }
 }
 
 #[test]
