@@ -15,7 +15,8 @@ pub struct OrchestratorSettings {
     pub step_timeout: Duration,
     /// Each re-send waits twice as long as the one before, up to this.
     pub max_step_timeout: Duration,
-    /// Sends of a step before the pivot (and of the pivot) before giving up and compensating.
+    /// Sends of a step before the pivot before giving up and compensating. The pivot and the
+    /// steps after it are re-sent (with backoff) until they are answered.
     pub max_attempts: u32,
     /// Sends of a compensation before the saga is marked FAILED.
     pub max_compensation_attempts: u32,

@@ -172,7 +172,20 @@ async fn voiding_a_captured_payment_goes_to_the_dead_letter_queue() {
     let dead =
         eventually("void lands in payment.commands.dlq", WAIT, || get_message(&e.broker, "payment.commands.dlq")).await;
     assert_eq!(dead.header_str("x-dead-letter-reason").as_deref(), Some("void_after_capture"));
-    assert!(replies.nothing_within(Duration::from_millis(300)).await, "no reply for a refused void");
+    // Refused means rolled back: the inbox row and the reply commit together or not at all, so
+    // no inbox row for the void proves no reply was or will be sent.
+    let recorded: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox WHERE key = $1")
+        .bind(key(id, "authorize_payment", "compensate"))
+        .fetch_one(&e.pool)
+        .await
+        .unwrap();
+    assert_eq!(recorded, 0, "a refused void leaves no inbox row");
+    let status: String = sqlx::query_scalar("SELECT status FROM payments WHERE order_id = $1")
+        .bind(id)
+        .fetch_one(&e.pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "captured", "the captured payment is untouched");
     let missing = reqwest::get(format!("{}/payments/{}", e.base, Uuid::now_v7())).await.unwrap();
     assert_eq!(missing.status().as_u16(), 404);
     let bad = reqwest::get(format!("{}/payments/not-a-uuid", e.base)).await.unwrap();
