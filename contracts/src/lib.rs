@@ -2,6 +2,7 @@
 //!
 //! Layout:
 //! - [`order`]: the order a client submits over HTTP (`POST /orders`) and the value types it is made of.
+//! - [`countries`]: the officially assigned ISO 3166-1 alpha-2 country codes.
 //! - [`commands`]: what the orchestrator asks participants to do (`saga.commands`, key `<participant>.<verb>`).
 //! - [`replies`]: what participants answer (`saga.replies`, key `<participant>.<outcome>`).
 //! - [`events`]: facts for anyone (`saga.events`, key `order.<fact>`).
@@ -14,6 +15,7 @@
 //! This crate knows nothing of tokio, lapin, sqlx or axum: it is plain data plus serde.
 
 pub mod commands;
+pub mod countries;
 pub mod envelope;
 pub mod events;
 pub mod notices;

@@ -1,6 +1,7 @@
 //! Validation of `POST /orders` bodies: every rule in one place, each failure naming its field.
 //! Pure; the API turns the list into a 422 `problem+json`.
 
+use contracts::countries::is_iso_alpha2;
 use contracts::order::{Address, OrderRequest};
 use infra::http::FieldError;
 
@@ -73,8 +74,11 @@ fn address(a: &Address, err: &mut impl FnMut(String, &str)) {
     }
     text("shipping_address.city", &a.city, err);
     text("shipping_address.postal_code", &a.postal_code, err);
-    if !(a.country.len() == 2 && a.country.bytes().all(|b| b.is_ascii_uppercase())) {
-        err("shipping_address.country".into(), "must be an ISO 3166-1 alpha-2 code: two uppercase letters, e.g. DE");
+    if !is_iso_alpha2(&a.country) {
+        err(
+            "shipping_address.country".into(),
+            "must be an officially assigned ISO 3166-1 alpha-2 country code in uppercase, e.g. DE",
+        );
     }
 }
 
@@ -141,11 +145,24 @@ mod tests {
             ("shipping_address.postal_code", |o| o.shipping_address.postal_code = String::new()),
             ("shipping_address.country", |o| o.shipping_address.country = "Germany".into()),
             ("shipping_address.country", |o| o.shipping_address.country = "de".into()),
+            ("shipping_address.country", |o| o.shipping_address.country = "ZZ".into()),
+            ("shipping_address.country", |o| o.shipping_address.country = "XX".into()),
+            ("shipping_address.country", |o| o.shipping_address.country = "UK".into()),
+            ("shipping_address.country", |o| o.shipping_address.country = String::new()),
         ];
         for (field, mutate) in cases {
             let mut o = valid();
             mutate(&mut o);
             assert_eq!(fields(&o), vec![field.to_string()], "case {field}");
+        }
+    }
+
+    #[test]
+    fn real_country_codes_pass_including_ones_shipping_may_refuse() {
+        for country in ["DE", "US", "GB", "AQ"] {
+            let mut o = valid();
+            o.shipping_address.country = country.into();
+            assert!(order(&o, LIMITS).is_empty(), "{country}");
         }
     }
 

@@ -2,6 +2,8 @@
 
 use std::collections::BTreeSet;
 
+use contracts::countries::{ISO_3166_ALPHA2, is_iso_alpha2};
+
 /// A refusal: stable code and readable reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
@@ -9,52 +11,112 @@ pub struct Refusal {
     pub reason: String,
 }
 
-/// Every well-formed ISO 3166-1 alpha-2 code is served, except those in `unsupported`.
-pub fn check_destination(country: &str, unsupported: &BTreeSet<String>) -> Option<Refusal> {
-    if !(country.len() == 2 && country.bytes().all(|b| b.is_ascii_uppercase())) {
+/// Anything that is not an officially assigned ISO 3166-1 alpha-2 code (`ZZ`, `de`, `Germany`)
+/// is `invalid_destination`; a real code in `refused` is `unsupported_destination`; the rest is served.
+pub fn check_destination(country: &str, refused: &BTreeSet<String>) -> Option<Refusal> {
+    if !is_iso_alpha2(country) {
         return Some(Refusal {
             code: "invalid_destination",
             reason: format!("{country:?} is not an ISO 3166-1 alpha-2 code"),
         });
     }
-    if unsupported.contains(country) {
+    if refused.contains(country) {
         return Some(Refusal { code: "unsupported_destination", reason: format!("we do not ship to {country}") });
     }
     None
 }
 
-/// Parse `AQ, XX` into a set; every entry must be a well-formed code.
+/// Parse `aq, FR` into a set of uppercase codes; every entry must be an ISO 3166-1 alpha-2 code.
 pub fn parse_countries(list: &str) -> Result<BTreeSet<String>, String> {
     list.split(',')
         .map(str::trim)
         .filter(|c| !c.is_empty())
         .map(|c| {
-            if c.len() == 2 && c.bytes().all(|b| b.is_ascii_alphabetic()) {
-                Ok(c.to_ascii_uppercase())
+            let code = c.to_ascii_uppercase();
+            if is_iso_alpha2(&code) {
+                Ok(code)
             } else {
-                Err(format!("{c:?} is not a two-letter country code"))
+                Err(format!("{c:?} is not an ISO 3166-1 alpha-2 country code"))
             }
         })
         .collect()
+}
+
+/// Parse the supported list: `*` is every ISO 3166-1 code, otherwise as [`parse_countries`], and
+/// it must name at least one country.
+pub fn parse_supported(list: &str) -> Result<BTreeSet<String>, String> {
+    if list.trim() == "*" {
+        return Ok(ISO_3166_ALPHA2.iter().map(|c| (*c).to_owned()).collect());
+    }
+    let supported = parse_countries(list)?;
+    if supported.is_empty() {
+        return Err("must list at least one ISO 3166-1 alpha-2 code, or `*` for all of them".into());
+    }
+    Ok(supported)
+}
+
+/// The ISO codes shipping refuses: those outside `supported` plus those in `unsupported`. Errors
+/// when nothing would be left to ship to.
+pub fn refused_countries(
+    supported: &BTreeSet<String>,
+    unsupported: &BTreeSet<String>,
+) -> Result<BTreeSet<String>, String> {
+    if supported.iter().all(|c| unsupported.contains(c)) {
+        return Err("excludes every supported country: nothing would be left to ship to".into());
+    }
+    Ok(ISO_3166_ALPHA2
+        .iter()
+        .filter(|c| !supported.contains(**c) || unsupported.contains(**c))
+        .map(|c| (*c).to_owned())
+        .collect())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn refused(supported: &str, unsupported: &str) -> BTreeSet<String> {
+        refused_countries(&parse_supported(supported).unwrap(), &parse_countries(unsupported).unwrap()).unwrap()
+    }
+
     #[test]
-    fn antarctica_is_refused_by_default_and_malformed_codes_always() {
-        let unsupported = parse_countries("AQ").unwrap();
-        assert_eq!(check_destination("DE", &unsupported), None);
-        assert_eq!(check_destination("AQ", &unsupported).unwrap().code, "unsupported_destination");
-        assert_eq!(check_destination("de", &unsupported).unwrap().code, "invalid_destination");
-        assert_eq!(check_destination("DEU", &unsupported).unwrap().code, "invalid_destination");
+    fn antarctica_is_refused_by_default_and_non_iso_codes_always() {
+        let refused = refused("*", "AQ");
+        assert_eq!(refused.iter().collect::<Vec<_>>(), vec!["AQ"]);
+        assert_eq!(check_destination("DE", &refused), None);
+        assert_eq!(check_destination("US", &refused), None);
+        assert_eq!(check_destination("AQ", &refused).unwrap().code, "unsupported_destination");
+        for code in ["ZZ", "XX", "UK", "de", "DEU", "Germany", ""] {
+            assert_eq!(check_destination(code, &refused).unwrap().code, "invalid_destination", "{code:?}");
+        }
+    }
+
+    #[test]
+    fn only_supported_countries_minus_unsupported_ones_are_served() {
+        let refused = refused("de, fr,AT", "AT");
+        assert_eq!(refused.len(), 249 - 2);
+        assert_eq!(check_destination("DE", &refused), None);
+        assert_eq!(check_destination("FR", &refused), None);
+        assert_eq!(check_destination("AT", &refused).unwrap().code, "unsupported_destination");
+        assert_eq!(check_destination("US", &refused).unwrap().code, "unsupported_destination");
+        assert_eq!(check_destination("ZZ", &refused).unwrap().code, "invalid_destination");
     }
 
     #[test]
     fn country_lists_parse_or_say_why_not() {
-        assert_eq!(parse_countries(" aq, XX ,").unwrap().into_iter().collect::<Vec<_>>(), vec!["AQ", "XX"]);
+        assert_eq!(parse_countries(" aq, FR ,").unwrap().into_iter().collect::<Vec<_>>(), vec!["AQ", "FR"]);
         assert_eq!(parse_countries("").unwrap().len(), 0);
-        assert!(parse_countries("Antarctica").is_err());
+        for bad in ["Antarctica", "AQ,ZZ", "XX", "*"] {
+            let message = parse_countries(bad).unwrap_err();
+            assert!(message.contains("is not an ISO 3166-1 alpha-2"), "{bad}: {message}");
+        }
+        assert!(parse_countries("AQ,ZZ").unwrap_err().contains("\"ZZ\""));
+        assert_eq!(parse_supported(" * ").unwrap().len(), 249);
+        assert_eq!(parse_supported("DE").unwrap().into_iter().collect::<Vec<_>>(), vec!["DE"]);
+        assert!(parse_supported("").is_err());
+        assert!(parse_supported("*,DE").is_err());
+        assert!(parse_supported("DE,ZZ").unwrap_err().contains("\"ZZ\""));
+        let de = parse_supported("DE").unwrap();
+        assert!(refused_countries(&de, &de).is_err());
     }
 }

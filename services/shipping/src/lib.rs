@@ -1,7 +1,9 @@
 //! The shipping participant: books shipments with the carrier (HTTP, behind a circuit breaker
 //! with retries). Scheduling a shipment is
 //! the order saga's pivot: once it succeeded the order goes through, so nothing here is undone.
-//! Destinations in `SHIPPING_UNSUPPORTED_COUNTRIES` (default `AQ`) are refused.
+//! Destinations are served when they are in `SHIPPING_SUPPORTED_COUNTRIES` (ISO 3166-1 alpha-2
+//! codes, or the default `*` for all of them) and not in `SHIPPING_UNSUPPORTED_COUNTRIES`
+//! (default `AQ`); anything else, including codes that are not ISO 3166-1 (`ZZ`), is refused.
 //!
 //! Layout: [`domain`] (destination rules), [`carrier`] (the simulated carrier), [`handler`],
 //! [`api`] (`GET /shipments/{order_id}`). [`build`] assembles the process.
@@ -28,6 +30,8 @@ pub const DEFAULT_PORT: u16 = 8083;
 #[derive(Debug, Clone)]
 pub struct ShippingSettings {
     pub common: Settings,
+    /// The ISO 3166-1 codes shipping refuses: those outside `SHIPPING_SUPPORTED_COUNTRIES` plus
+    /// those in `SHIPPING_UNSUPPORTED_COUNTRIES` (see [`domain::refused_countries`]).
     pub unsupported_countries: BTreeSet<String>,
     /// Base URL of the carrier (the simulated one: `outside`, port 8092).
     pub carrier_url: String,
@@ -39,7 +43,11 @@ pub struct ShippingSettings {
 impl ShippingSettings {
     pub fn from_env() -> Result<Self, ConfigError> {
         let env = Env::new("shipping");
-        let unsupported_countries = domain::parse_countries(&env.string("UNSUPPORTED_COUNTRIES", "AQ"))
+        let supported = domain::parse_supported(&env.string("SUPPORTED_COUNTRIES", "*"))
+            .map_err(|m| env.invalid("SUPPORTED_COUNTRIES", &m))?;
+        let unsupported = domain::parse_countries(&env.string("UNSUPPORTED_COUNTRIES", "AQ"))
+            .map_err(|m| env.invalid("UNSUPPORTED_COUNTRIES", &m))?;
+        let unsupported_countries = domain::refused_countries(&supported, &unsupported)
             .map_err(|m| env.invalid("UNSUPPORTED_COUNTRIES", &m))?;
         Ok(ShippingSettings {
             common: Settings::from_env("shipping", DEFAULT_PORT)?,

@@ -1,5 +1,5 @@
 //! The shipping service on the real broker and database: schedule, refuse unsupported or
-//! malformed destinations, one shipment per order whatever the duplicates.
+//! non-ISO 3166-1 destinations, one shipment per order whatever the duplicates.
 
 use std::time::Duration;
 
@@ -60,7 +60,9 @@ async fn schedules_once_and_refuses_what_it_cannot_serve() {
         reqwest::get(format!("{base}/shipments/{id}")).await.unwrap().json().await.unwrap();
     assert_eq!(shipment["tracking_number"], first.tracking_number.as_str());
 
-    for (country, code) in [("AQ", "unsupported_destination"), ("Germany", "invalid_destination")] {
+    for (country, code) in
+        [("AQ", "unsupported_destination"), ("ZZ", "invalid_destination"), ("Germany", "invalid_destination")]
+    {
         let id = Uuid::now_v7();
         publisher
             .publish(&command(
