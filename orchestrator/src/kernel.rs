@@ -620,6 +620,16 @@ mod tests {
         }
     }
 
+    /// The body of a reply of type `ty`; a type that is not a [`Reply`] of the platform (a test
+    /// table's own failure type, a notice) gets a rejection body, so it carries a reason.
+    fn body(ty: &str, id: Uuid) -> Reply {
+        if Reply::all_types().contains(&ty) {
+            reply(ty, id)
+        } else {
+            Reply::PaymentDeclined(Rejected { order_id: id, code: "x".into(), reason: "no".into() })
+        }
+    }
+
     /// What a run of inputs produced.
     #[derive(Debug, Default)]
     struct Run {
@@ -633,6 +643,11 @@ mod tests {
     }
 
     fn run(inputs: &[In]) -> Run {
+        run_on(&OrderSaga, inputs)
+    }
+
+    /// [`run`] on any definition whose data is an order.
+    fn run_on<D: SagaDefinition<Data = OrderRequest>>(def: &D, inputs: &[In]) -> Run {
         let id = Uuid::from_u128(7);
         let data = order();
         let mut r = Run::default();
@@ -642,13 +657,13 @@ mod tests {
             let input = match *input {
                 In::Start => Input::Start,
                 In::R(ty) => {
-                    reply_value = reply(ty, id);
+                    reply_value = body(ty, id);
                     Input::Reply { message_type: ty, reply: &reply_value }
                 }
                 In::Timeout => Input::Timeout { attempt: state.map_or(0, |s| s.attempt) },
                 In::StaleTimeout => Input::Timeout { attempt: state.map_or(0, |s| s.attempt) + 7 },
             };
-            match transition(&OrderSaga, &POLICY, id, &data, state, input) {
+            match transition(def, &POLICY, id, &data, state, input) {
                 Decision::Applied { state, effects, note } => {
                     assert!(!note.is_empty());
                     let waits = effects.iter().filter(|e| matches!(e, Effect::Wait { .. })).count();
@@ -892,10 +907,24 @@ mod tests {
                 ignored: &[],
             },
             Case {
+                // capture_payment has no failure reply in ORDER_STEPS: the failure replies its
+                // participants can still send are those of earlier steps, late after the pivot, and
+                // they compensate nothing. A retriable step's own failure reply is in
+                // `a_retriable_steps_own_failure_reply_re_sends_it_and_compensates_nothing`.
                 name: "retriable steps are re-sent forever, even after a failure reply",
                 inputs: {
                     let mut v = HAPPY[..4].to_vec();
-                    v.extend([Timeout, Timeout, Timeout, Timeout, R("payment.captured"), R("inventory.committed")]);
+                    v.extend([
+                        Timeout,
+                        R("payment.declined"),
+                        Timeout,
+                        R("shipping.rejected"),
+                        Timeout,
+                        R("inventory.rejected"),
+                        Timeout,
+                        R("payment.captured"),
+                        R("inventory.committed"),
+                    ]);
                     v
                 },
                 status: SagaStatus::Completed,
@@ -912,7 +941,7 @@ mod tests {
                     "inventory.commit",
                     "order.completed",
                 ],
-                ignored: &[],
+                ignored: &[Ignored::Late, Ignored::Late, Ignored::Late],
             },
             Case {
                 name: "a compensation that never answers: FAILED, the others still run",
@@ -1030,6 +1059,60 @@ mod tests {
         assert_eq!(serde_json::to_value(SagaStatus::Compensating).unwrap(), "COMPENSATING");
         assert_eq!("completed".parse::<SagaStatus>(), Ok(SagaStatus::Completed));
         assert!("DONE".parse::<SagaStatus>().is_err());
+    }
+
+    /// The order saga with a failure reply on its retriable `capture_payment`, a reply type no
+    /// participant of the platform sends.
+    const RETRIABLE_WITH_FAILURE: &[StepDef] = &[
+        ORDER_STEPS[0],
+        ORDER_STEPS[1],
+        ORDER_STEPS[2],
+        StepDef { failure: Some("payment.capture_refused"), ..ORDER_STEPS[3] },
+        ORDER_STEPS[4],
+    ];
+
+    struct RetriableFails;
+
+    impl SagaDefinition for RetriableFails {
+        type Data = OrderRequest;
+        fn name(&self) -> &'static str {
+            "retriable_fails"
+        }
+        fn steps(&self) -> &'static [StepDef] {
+            RETRIABLE_WITH_FAILURE
+        }
+        fn command(&self, saga_id: Uuid, step: &StepDef, action: Action, data: &OrderRequest) -> Command {
+            OrderSaga.command(saga_id, step, action, data)
+        }
+        fn completed_event(&self, saga_id: Uuid, data: &OrderRequest) -> Event {
+            OrderSaga.completed_event(saga_id, data)
+        }
+        fn compensated_event(&self, saga_id: Uuid, data: &OrderRequest, reason: &str) -> Event {
+            OrderSaga.compensated_event(saga_id, data, reason)
+        }
+        fn failed_event(&self, saga_id: Uuid, data: &OrderRequest, reason: &str) -> Event {
+            OrderSaga.failed_event(saga_id, data, reason)
+        }
+    }
+
+    #[test]
+    fn a_retriable_steps_own_failure_reply_re_sends_it_and_compensates_nothing() {
+        assert_eq!(validate(RETRIABLE_WITH_FAILURE), Ok(()));
+        let mut inputs = HAPPY[..4].to_vec();
+        inputs.push(R("payment.capture_refused"));
+        let r = run_on(&RetriableFails, &inputs);
+        let s = r.state.as_ref().unwrap();
+        assert_eq!(s.status, SagaStatus::Running);
+        assert_eq!(s.current_step_name(), Some("capture_payment"));
+        assert_eq!(s.steps[3].attempts, 2);
+        assert_eq!(s.steps[3].reason.as_deref(), Some("no"));
+        assert_eq!(r.emitted[3..], ["payment.capture", "payment.capture"]);
+        assert_eq!(r.keys[3], r.keys[4], "the re-send keeps the idempotency key");
+        inputs.extend([R("payment.captured"), R("inventory.committed")]);
+        let r = run_on(&RetriableFails, &inputs);
+        assert_eq!(r.state.unwrap().status, SagaStatus::Completed);
+        assert!(!r.emitted.iter().any(|t| t.ends_with(".release") || t.ends_with(".void")), "{:?}", r.emitted);
+        assert!(r.ignored.is_empty());
     }
 
     const fn step(name: &'static str, kind: StepKind, n: u8, comp: bool) -> StepDef {
