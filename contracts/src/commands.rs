@@ -26,10 +26,28 @@ crate::message_enum! {
         CapturePayment(CapturePayment) = "payment.capture",
         /// Book the shipment with the carrier: the saga's pivot.
         ScheduleShipment(ScheduleShipment) = "shipping.schedule",
+        /// Cancel a booking whose outcome is unknown (the schedule was never answered), by the
+        /// booking's key at the carrier; refuses a later schedule. Nothing booked: no-op success.
+        /// Only an operator's `compensate` of a saga stuck at its pivot sends it.
+        CancelShipment(CancelShipment) = "shipping.cancel",
     }
 }
 
 impl Command {
+    /// The order (saga) this command is about.
+    pub fn order_id(&self) -> Uuid {
+        match self {
+            Command::ReserveInventory(c) => c.order_id,
+            Command::ReleaseInventory(c) => c.order_id,
+            Command::CommitInventory(c) => c.order_id,
+            Command::AuthorizePayment(c) => c.order_id,
+            Command::VoidPayment(c) => c.order_id,
+            Command::CapturePayment(c) => c.order_id,
+            Command::ScheduleShipment(c) => c.order_id,
+            Command::CancelShipment(c) => c.order_id,
+        }
+    }
+
     /// The participant that handles this command (the first part of its routing key).
     pub fn participant(&self) -> &'static str {
         use crate::Message;
@@ -77,4 +95,9 @@ pub struct ScheduleShipment {
     pub order_id: Uuid,
     pub address: Address,
     pub items: Vec<StockLine>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelShipment {
+    pub order_id: Uuid,
 }

@@ -21,6 +21,8 @@ crate::message_enum! {
         ShipmentScheduled(ShipmentScheduled) = "shipping.scheduled",
         /// Business failure: the destination cannot be served. Drives compensation.
         ShipmentRejected(Rejected) = "shipping.rejected",
+        /// The booking is cancelled (or there was none) and a late schedule will be refused.
+        ShipmentCancelled(Done) = "shipping.cancelled",
     }
 }
 
@@ -51,7 +53,8 @@ impl Reply {
             Reply::InventoryReleased(r)
             | Reply::InventoryCommitted(r)
             | Reply::PaymentVoided(r)
-            | Reply::PaymentCaptured(r) => r.order_id,
+            | Reply::PaymentCaptured(r)
+            | Reply::ShipmentCancelled(r) => r.order_id,
         }
     }
 }

@@ -49,6 +49,7 @@ fn commands() -> Vec<Command> {
         Command::VoidPayment(VoidPayment { order_id }),
         Command::CapturePayment(CapturePayment { order_id }),
         Command::ScheduleShipment(ScheduleShipment { order_id, address: address(), items: lines() }),
+        Command::CancelShipment(CancelShipment { order_id }),
     ]
 }
 
@@ -70,6 +71,7 @@ fn replies() -> Vec<Reply> {
             tracking_number: "TRK-1".into(),
         }),
         Reply::ShipmentRejected(rejected("unsupported_destination")),
+        Reply::ShipmentCancelled(Done { order_id }),
     ]
 }
 

@@ -1,5 +1,6 @@
-//! The orchestrator's HTTP API (axum): `POST /orders`, `GET /sagas/{id}`, `GET /sagas?status=`.
-//! Errors are `application/problem+json`; a client mistake is always a 4xx.
+//! The orchestrator's HTTP API (axum): `POST /orders`, `GET /sagas/{id}`,
+//! `GET /sagas?status=&incident=`. Errors are `application/problem+json`; a client mistake is
+//! always a 4xx.
 
 use std::sync::Arc;
 
@@ -16,8 +17,9 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::engine::{Engine, EngineError};
-use crate::kernel::{SagaDefinition, SagaState, SagaStatus, StepKind};
-use crate::store::{self, EventView, SagaView};
+use crate::kernel::{SagaDefinition, SagaState, SagaStatus};
+use crate::sagas::order::OrderSaga;
+use crate::store::{self, EventView, ListFilter, SagaView};
 use crate::validate::{self, Limits};
 
 pub fn router(engine: Arc<Engine>) -> Router {
@@ -84,7 +86,7 @@ async fn get_saga(State(engine): State<Arc<Engine>>, id: Result<Path<Uuid>, Path
         Ok(t) => t,
         Err(e) => return Problem::internal(&e).into_response(),
     };
-    let mut body = summary(&engine, &saga);
+    let mut body = summary(&saga);
     if let Value::Object(map) = &mut body {
         map.insert("order".into(), saga.data.clone());
         map.insert("version".into(), json!(saga.version));
@@ -96,11 +98,12 @@ async fn get_saga(State(engine): State<Arc<Engine>>, id: Result<Path<Uuid>, Path
 #[derive(Debug, Deserialize)]
 struct ListQuery {
     status: Option<String>,
+    incident: Option<String>,
     limit: Option<i64>,
     cursor: Option<String>,
 }
 
-/// `GET /sagas?status=RUNNING&limit=50&cursor=...`: oldest first, paged.
+/// `GET /sagas?status=RUNNING&incident=true&limit=50&cursor=...`: oldest first, paged.
 async fn list_sagas(State(engine): State<Arc<Engine>>, query: Result<Query<ListQuery>, QueryRejection>) -> Response {
     let Query(q) = match query {
         Ok(q) => q,
@@ -114,6 +117,12 @@ async fn list_sagas(State(engine): State<Arc<Engine>>, query: Result<Query<ListQ
                 .into_response();
         }
     };
+    let incident = match q.incident.as_deref() {
+        None => None,
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(_) => return Problem::bad_request("incident must be true or false").into_response(),
+    };
     let limit = q.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
         return Problem::bad_request("limit must be between 1 and 500").into_response();
@@ -125,7 +134,8 @@ async fn list_sagas(State(engine): State<Arc<Engine>>, query: Result<Query<ListQ
             Err(_) => return Problem::bad_request("cursor is not one this API handed out").into_response(),
         },
     };
-    match store::list(&engine.pool, status.map(SagaStatus::as_str), after, limit + 1).await {
+    let filter = ListFilter { status: status.map(SagaStatus::as_str), incident };
+    match store::list(&engine.pool, filter, after, limit + 1).await {
         Ok(mut rows) => {
             let next = if rows.len() as i64 > limit {
                 rows.truncate(limit as usize);
@@ -133,7 +143,7 @@ async fn list_sagas(State(engine): State<Arc<Engine>>, query: Result<Query<ListQ
             } else {
                 None
             };
-            let items: Vec<Value> = rows.iter().map(|s| summary(&engine, s)).collect();
+            let items: Vec<Value> = rows.iter().map(summary).collect();
             Json(json!({"items": items, "next": next})).into_response()
         }
         Err(e) => Problem::internal(&e).into_response(),
@@ -141,16 +151,17 @@ async fn list_sagas(State(engine): State<Arc<Engine>>, query: Result<Query<ListQ
 }
 
 /// The fields both the list and the detail show.
-fn summary(engine: &Engine, s: &SagaView) -> Value {
+fn summary(s: &SagaView) -> Value {
     let state: Option<SagaState> = serde_json::from_value(s.state.clone()).ok();
-    let kinds = engine.definition().steps();
+    let def = u32::try_from(s.definition_version).ok().and_then(|v| OrderSaga::find(&s.definition, v));
+    let kinds = def.map(|d| d.steps()).unwrap_or_default();
     let steps: Vec<Value> = state
         .as_ref()
         .map(|st| {
             st.steps
                 .iter()
                 .map(|r| {
-                    let kind = kinds.iter().find(|d| d.name == r.name).map(|d| kind_str(d.kind));
+                    let kind = kinds.iter().find(|d| d.name == r.name).map(|d| d.kind.as_str());
                     json!({
                         "name": r.name,
                         "kind": kind,
@@ -163,28 +174,26 @@ fn summary(engine: &Engine, s: &SagaView) -> Value {
                 .collect()
         })
         .unwrap_or_default();
+    let incident = state
+        .as_ref()
+        .and_then(|st| st.incident.as_ref())
+        .map(|i| json!({"step": i.step, "reason": i.reason, "since": s.incident_since, "dead_letter": i.dead_letter}));
     json!({
         "saga_id": s.id,
         "definition": s.definition,
+        "definition_version": s.definition_version,
         "status": s.status,
         "current_step": s.current_step,
         "deadline": s.deadline,
         "attempts": s.attempt,
         "failure_reason": s.failure_reason,
         "attention": s.attention,
+        "incident": incident,
         "created_at": s.created_at,
         "updated_at": s.updated_at,
         "finished_at": s.finished_at,
         "steps": steps,
     })
-}
-
-fn kind_str(k: StepKind) -> &'static str {
-    match k {
-        StepKind::Compensatable => "compensatable",
-        StepKind::Pivot => "pivot",
-        StepKind::Retriable => "retriable",
-    }
 }
 
 fn event_json(e: &EventView) -> Value {

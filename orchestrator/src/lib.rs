@@ -8,13 +8,14 @@
 //! - [`scanner`]: step deadlines: re-send, compensate or fail.
 //! - [`store`]: the `sagas` and `saga_events` tables.
 //! - [`api`] and [`validate`]: the HTTP API and its input rules.
-//! - [`admin`]: the operator API for dead-lettered messages (bearer token).
+//! - [`admin`]: the operator API (bearer token): dead letters and saga verbs; [`audit`]: its trail.
 //! - [`settings`], [`metrics`]: configuration and the saga metric families.
 //!
 //! [`build`] assembles the process; `main.rs` only reads settings and runs it.
 
 pub mod admin;
 pub mod api;
+pub mod audit;
 pub mod engine;
 pub mod kernel;
 pub mod metrics;
@@ -34,13 +35,18 @@ use crate::engine::{Engine, ReplyHandler};
 use crate::metrics::SagaMetrics;
 use crate::settings::OrchestratorSettings;
 
+/// How often gauges read from the database (open incidents) are refreshed.
+const GAUGE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// Connect, migrate, declare the topology, and assemble the HTTP API, the reply consumer and the
 /// timeout scanner. Run the result with [`Application::run`].
 pub async fn build(settings: OrchestratorSettings) -> Result<Application, StartupError> {
-    kernel::validate(sagas::order::ORDER_STEPS)
-        .map_err(|e| StartupError::Invalid(format!("order saga definition: {e}")))?;
+    for def in sagas::order::OrderSaga::VERSIONS {
+        kernel::validate(kernel::SagaDefinition::steps(&def))
+            .map_err(|e| StartupError::Invalid(format!("order saga definition: {e}")))?;
+    }
     let platform = Platform::start(settings.common.clone(), &MIGRATOR).await?;
     let metrics = SagaMetrics::register(&platform.metrics.registry)
         .map_err(|e| StartupError::Invalid(format!("metrics: {e}")))?;
@@ -58,11 +64,14 @@ pub async fn build(settings: OrchestratorSettings) -> Result<Application, Startu
         publisher: platform.publisher.clone(),
         topology: platform.topology.clone(),
         operators: Arc::new(engine.settings.admin_operators.clone()),
+        engine: engine.clone(),
     };
+    let (pool, gauges) = (platform.db.clone(), engine.metrics.clone());
     Ok(Application::new(platform)
         .await?
         .routes(api::router(engine.clone()))
         .routes(admin::router(admin))
         .consume(ORCHESTRATOR_QUEUE, ReplyHandler(engine))
-        .job("timeout scanner", move |token| scanner::run(scanner_engine, token)))
+        .job("timeout scanner", move |token| scanner::run(scanner_engine, token))
+        .job("saga gauges", move |token| metrics::refresh(pool, gauges, GAUGE_INTERVAL, token)))
 }

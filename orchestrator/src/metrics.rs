@@ -1,7 +1,7 @@
 //! The orchestrator's own metric families, registered in the process registry next to the
 //! plumbing's. Labels: saga definition, step name, final status, ignore reason: all small sets.
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
 
 /// Buckets for whole-saga and step durations: 1 ms .. 5 min.
 const DURATION_BUCKETS: &[f64] =
@@ -22,6 +22,12 @@ pub struct SagaMetrics {
     pub timeouts: IntCounterVec,
     /// Commands sent (first sends and re-sends). Labels: type.
     pub commands_sent: IntCounterVec,
+    /// Incidents opened. Labels: step.
+    pub incidents: IntCounterVec,
+    /// Sagas with an open incident now (read from the database; every orchestrator reports it).
+    pub incidents_open: IntGauge,
+    /// Operator verbs. Labels: verb (retry / compensate / resolve), outcome (applied / refused / error).
+    pub operator_actions: IntCounterVec,
 }
 
 impl SagaMetrics {
@@ -64,6 +70,40 @@ impl SagaMetrics {
                 "Commands queued for sending, re-sends included.",
                 &["type"],
             )?,
+            incidents: counter(
+                "saga_incidents_opened_total",
+                "Incidents opened: a saga stopped and waits for an operator.",
+                &["step"],
+            )?,
+            incidents_open: {
+                let g = IntGauge::new("saga_incidents_open", "Sagas with an open incident (from the database).")?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+            operator_actions: counter(
+                "saga_operator_actions_total",
+                "Operator verbs on sagas, by verb and outcome (applied, refused, error).",
+                &["verb", "outcome"],
+            )?,
         })
+    }
+}
+
+/// Refresh the gauges read from the database every `every`, until `shutdown`.
+pub async fn refresh(
+    pool: sqlx::PgPool,
+    metrics: SagaMetrics,
+    every: std::time::Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        match crate::store::open_incidents(&pool).await {
+            Ok(n) => metrics.incidents_open.set(n),
+            Err(error) => tracing::debug!(%error, "cannot count open incidents"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {},
+        }
     }
 }

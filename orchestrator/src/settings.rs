@@ -15,11 +15,13 @@ pub struct OrchestratorSettings {
     pub step_timeout: Duration,
     /// Each re-send waits twice as long as the one before, up to this.
     pub max_step_timeout: Duration,
-    /// Sends of a step before the pivot before giving up and compensating. The pivot and the
-    /// steps after it are re-sent (with backoff) until they are answered.
+    /// Sends of a step before the pivot before giving up and compensating.
     pub max_attempts: u32,
     /// Sends of a compensation before the saga is marked FAILED.
     pub max_compensation_attempts: u32,
+    /// Sends of the pivot or of a step after it before the saga opens an incident and waits for
+    /// an operator.
+    pub max_attempts_after_pivot: u32,
     /// The timeout scanner looks for due deadlines at least this often.
     pub scan_interval: Duration,
     /// Largest accepted `POST /orders` body.
@@ -40,6 +42,7 @@ impl OrchestratorSettings {
             max_step_timeout: env.millis("MAX_STEP_TIMEOUT_MS", 300_000)?,
             max_attempts: env.at_least("MAX_ATTEMPTS", 3, 1)?,
             max_compensation_attempts: env.at_least("MAX_COMPENSATION_ATTEMPTS", 10, 1)?,
+            max_attempts_after_pivot: env.at_least("MAX_ATTEMPTS_AFTER_PIVOT", 12, 1)?,
             scan_interval: env.millis("SCAN_INTERVAL_MS", 1_000)?,
             max_body_bytes: env.at_least("MAX_BODY_BYTES", 64 * 1024, 1024)?,
             max_items: env.at_least("MAX_ITEMS", 100, 1)?,
@@ -60,6 +63,7 @@ impl OrchestratorSettings {
             max_step_timeout: Duration::from_secs(60),
             max_attempts: 3,
             max_compensation_attempts: 10,
+            max_attempts_after_pivot: 12,
             scan_interval: Duration::from_millis(200),
             max_body_bytes: 64 * 1024,
             max_items: 100,

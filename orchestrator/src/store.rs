@@ -13,6 +13,9 @@ use crate::kernel::SagaState;
 #[derive(Debug, Clone)]
 pub struct Locked {
     pub id: Uuid,
+    /// The definition's name and the version the saga started on (and runs to its end on).
+    pub definition: String,
+    pub definition_version: u32,
     pub state: SagaState,
     pub data: Value,
     pub created_at: DateTime<Utc>,
@@ -22,11 +25,15 @@ pub struct Locked {
 #[derive(sqlx::FromRow)]
 struct LockedRow {
     id: Uuid,
+    definition: String,
+    definition_version: i32,
     state: Value,
     data: Value,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
+
+const LOCKED_COLUMNS: &str = "id, definition, definition_version, state, data, created_at, updated_at";
 
 /// A stored state that no longer decodes (a bug or a manual edit): the saga cannot be advanced.
 #[derive(Debug, thiserror::Error)]
@@ -45,7 +52,15 @@ impl LockedRow {
     fn into_locked(self) -> Result<Locked, StoreError> {
         let state =
             serde_json::from_value(self.state).map_err(|source| StoreError::CorruptState { id: self.id, source })?;
-        Ok(Locked { id: self.id, state, data: self.data, created_at: self.created_at, updated_at: self.updated_at })
+        Ok(Locked {
+            id: self.id,
+            definition: self.definition,
+            definition_version: u32::try_from(self.definition_version).unwrap_or(0),
+            state,
+            data: self.data,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
     }
 }
 
@@ -72,21 +87,25 @@ pub async fn dedupe_and_lock(
     if fresh == 0 {
         return Ok((false, None));
     }
+    Ok((true, lock(conn, saga_id).await?))
+}
+
+/// Lock a saga for update, waiting for whoever holds it; `None` if there is no such saga.
+pub async fn lock(conn: &mut PgConnection, saga_id: Uuid) -> Result<Option<Locked>, StoreError> {
     let row: Option<LockedRow> =
-        sqlx::query_as("SELECT id, state, data, created_at, updated_at FROM sagas WHERE id = $1 FOR UPDATE")
+        sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {LOCKED_COLUMNS} FROM sagas WHERE id = $1 FOR UPDATE")))
             .bind(saga_id)
             .fetch_optional(&mut *conn)
             .await?;
-    Ok((true, row.map(LockedRow::into_locked).transpose()?))
+    row.map(LockedRow::into_locked).transpose()
 }
 
 /// Lock a saga whose deadline has passed; `None` if it is not due any more or another
 /// orchestrator holds it.
 pub async fn lock_due(conn: &mut PgConnection, saga_id: Uuid) -> Result<Option<Locked>, StoreError> {
-    let row: Option<LockedRow> = sqlx::query_as(
-        "SELECT id, state, data, created_at, updated_at FROM sagas
-         WHERE id = $1 AND deadline <= now() FOR UPDATE SKIP LOCKED",
-    )
+    let row: Option<LockedRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {LOCKED_COLUMNS} FROM sagas WHERE id = $1 AND deadline <= now() FOR UPDATE SKIP LOCKED"
+    )))
     .bind(saga_id)
     .fetch_optional(conn)
     .await?;
@@ -123,6 +142,7 @@ pub struct TimelineEntry<'a> {
 pub struct SagaWrite<'a> {
     pub id: Uuid,
     pub definition: &'a str,
+    pub definition_version: u32,
     pub state: &'a SagaState,
     pub data: &'a Value,
     pub deadline: Option<DateTime<Utc>>,
@@ -141,8 +161,8 @@ pub async fn insert(conn: &mut PgConnection, s: &SagaWrite<'_>, e: &TimelineEntr
     let inserted: Option<Uuid> = sqlx::query_scalar(
         "WITH s AS (
             INSERT INTO sagas (id, definition, status, current_step, state, data, deadline, attempt, idempotency_key,
-                               failure_reason, finished_at)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, CASE WHEN $11 THEN now() END)
+                               failure_reason, finished_at, definition_version)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, CASE WHEN $11 THEN now() END, $18)
             ON CONFLICT (idempotency_key) DO NOTHING
             RETURNING id
          )
@@ -167,6 +187,7 @@ pub async fn insert(conn: &mut PgConnection, s: &SagaWrite<'_>, e: &TimelineEntr
     .bind(e.cause_message_id)
     .bind(e.cause_type)
     .bind(&e.sent)
+    .bind(i32::try_from(s.definition_version).unwrap_or(i32::MAX))
     .fetch_optional(conn)
     .await?;
     Ok(inserted.is_some())
@@ -178,7 +199,8 @@ pub async fn update(conn: &mut PgConnection, s: &SagaWrite<'_>, e: &TimelineEntr
         "WITH s AS (
             UPDATE sagas SET status = $2, current_step = $3, state = $4, deadline = $5, attempt = $6,
                              failure_reason = $7, version = version + 1, updated_at = now(), attention = NULL,
-                             finished_at = CASE WHEN $8 THEN now() END
+                             finished_at = CASE WHEN $8 THEN coalesce(finished_at, now()) END,
+                             incident_since = CASE WHEN $15 THEN coalesce(incident_since, now()) END
             WHERE id = $1
             RETURNING id
          )
@@ -199,6 +221,7 @@ pub async fn update(conn: &mut PgConnection, s: &SagaWrite<'_>, e: &TimelineEntr
     .bind(e.cause_message_id)
     .bind(e.cause_type)
     .bind(&e.sent)
+    .bind(s.state.incident.is_some())
     .execute(conn)
     .await?;
     Ok(())
@@ -224,25 +247,66 @@ pub async fn note(conn: &mut PgConnection, saga_id: Uuid, e: &TimelineEntry<'_>)
 }
 
 /// End a saga the engine cannot read (its stored state or order does not decode): `FAILED`, no
-/// deadline, the reason in `failure_reason` and `attention`, and a timeline entry. One statement,
-/// which touches neither column it cannot read. Returns whether the saga was still unfinished.
-pub async fn fail_unreadable<'e>(db: impl PgExecutor<'e>, saga_id: Uuid, reason: &str) -> Result<bool, sqlx::Error> {
+/// deadline, the reason in `failure_reason` and `attention`, and a timeline entry listing what was
+/// `sent` to undo what it held. One statement, which touches neither column it cannot read.
+/// Returns whether the saga was still unfinished (the caller rolls back otherwise).
+pub async fn fail_unreadable(
+    conn: &mut PgConnection,
+    saga_id: Uuid,
+    reason: &str,
+    sent: &Value,
+) -> Result<bool, sqlx::Error> {
     let n: i64 = sqlx::query_scalar(
         "WITH s AS (
             UPDATE sagas SET status = 'FAILED', deadline = NULL, failure_reason = $2, attention = $2,
-                             finished_at = now(), updated_at = now(), version = version + 1
+                             finished_at = now(), updated_at = now(), version = version + 1, incident_since = NULL
             WHERE id = $1 AND status NOT IN ('COMPLETED', 'COMPENSATED', 'FAILED')
             RETURNING id, current_step
          ), e AS (
-            INSERT INTO saga_events (saga_id, kind, status, step, note) SELECT id, 'failed', 'FAILED', current_step, $2 FROM s
+            INSERT INTO saga_events (saga_id, kind, status, step, note, sent)
+            SELECT id, 'failed', 'FAILED', current_step, $2, $3 FROM s
          )
          SELECT count(*) FROM s",
     )
     .bind(saga_id)
     .bind(reason)
-    .fetch_one(db)
+    .bind(sent)
+    .fetch_one(conn)
     .await?;
     Ok(n > 0)
+}
+
+/// What is left of a saga that cannot be read: its definition, its order data as stored, and
+/// from its timeline the types of the commands it sent and of the replies it applied. Locked.
+#[derive(Debug, Clone)]
+pub struct Remains {
+    pub definition: String,
+    pub definition_version: u32,
+    pub data: Value,
+    pub sent: Vec<String>,
+    pub received: Vec<String>,
+}
+
+/// Lock an unfinished saga and read its [`Remains`]; `None` if it is finished or missing.
+pub async fn remains(conn: &mut PgConnection, saga_id: Uuid) -> Result<Option<Remains>, sqlx::Error> {
+    let row: Option<(String, i32, Value)> = sqlx::query_as(
+        "SELECT definition, definition_version, data FROM sagas
+         WHERE id = $1 AND status NOT IN ('COMPLETED', 'COMPENSATED', 'FAILED') FOR UPDATE",
+    )
+    .bind(saga_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some((definition, version, data)) = row else { return Ok(None) };
+    let (sent, received): (Vec<String>, Vec<String>) = sqlx::query_as(
+        "SELECT coalesce((SELECT array_agg(m->>'type') FROM saga_events e, jsonb_array_elements(e.sent) m
+                          WHERE e.saga_id = $1 AND m ? 'type'), '{}'),
+                coalesce((SELECT array_agg(cause_type) FROM saga_events
+                          WHERE saga_id = $1 AND kind = 'reply' AND cause_type IS NOT NULL), '{}')",
+    )
+    .bind(saga_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(Some(Remains { definition, definition_version: u32::try_from(version).unwrap_or(0), data, sent, received }))
 }
 
 /// Move a due saga's deadline `by` into the future (its timeout could not be handled now).
@@ -274,6 +338,7 @@ pub async fn by_idempotency_key<'e>(
 pub struct SagaView {
     pub id: Uuid,
     pub definition: String,
+    pub definition_version: i32,
     pub status: String,
     pub current_step: Option<String>,
     pub state: Value,
@@ -283,6 +348,7 @@ pub struct SagaView {
     pub attempt: i32,
     pub failure_reason: Option<String>,
     pub attention: Option<String>,
+    pub incident_since: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
@@ -300,8 +366,8 @@ pub struct EventView {
     pub sent: Value,
 }
 
-const VIEW_COLUMNS: &str = "id, definition, status, current_step, state, data, version, deadline, attempt, failure_reason, \
-                            attention, created_at, updated_at, finished_at";
+const VIEW_COLUMNS: &str = "id, definition, definition_version, status, current_step, state, data, version, deadline, \
+                            attempt, failure_reason, attention, incident_since, created_at, updated_at, finished_at";
 
 pub async fn get<'e>(db: impl PgExecutor<'e>, id: Uuid) -> Result<Option<SagaView>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {VIEW_COLUMNS} FROM sagas WHERE id = $1")))
@@ -320,22 +386,36 @@ pub async fn timeline<'e>(db: impl PgExecutor<'e>, id: Uuid) -> Result<Vec<Event
     .await
 }
 
-/// Sagas oldest first (ids are UUID v7, so id order is creation order), after `cursor`,
-/// optionally with one status.
+/// Which sagas a listing shows.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ListFilter<'a> {
+    pub status: Option<&'a str>,
+    /// `Some(true)`: only sagas with an open incident; `Some(false)`: only those without.
+    pub incident: Option<bool>,
+}
+
+/// Sagas oldest first (ids are UUID v7, so id order is creation order), after `cursor`.
 pub async fn list<'e>(
     db: impl PgExecutor<'e>,
-    status: Option<&str>,
+    filter: ListFilter<'_>,
     after: Option<Uuid>,
     limit: i64,
 ) -> Result<Vec<SagaView>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {VIEW_COLUMNS} FROM sagas
          WHERE ($1::text IS NULL OR status = $1) AND ($2::uuid IS NULL OR id > $2)
+           AND ($4::bool IS NULL OR (incident_since IS NOT NULL) = $4)
          ORDER BY id LIMIT $3"
     )))
-    .bind(status)
+    .bind(filter.status)
     .bind(after)
     .bind(limit)
+    .bind(filter.incident)
     .fetch_all(db)
     .await
+}
+
+/// Unfinished sagas with an open incident.
+pub async fn open_incidents<'e>(db: impl PgExecutor<'e>) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM sagas WHERE incident_since IS NOT NULL").fetch_one(db).await
 }

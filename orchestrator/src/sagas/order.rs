@@ -3,10 +3,14 @@
 //!
 //! reserve inventory -> authorize payment (compensatable) -> schedule shipment (the pivot)
 //! -> capture payment -> commit the reservation (retriable) -> `order.completed`.
+//!
+//! Versions: a saga runs to its end on the version it started with. v1 could not cancel its pivot;
+//! v2 (current) cancels a shipment whose scheduling was never answered (`shipping.cancel`), which
+//! only an operator's `compensate` asks for. v1 stays known while sagas started on it may run.
 
 use contracts::commands::{
-    AuthorizePayment, CapturePayment, CommitInventory, ReleaseInventory, ReserveInventory, ScheduleShipment,
-    VoidPayment,
+    AuthorizePayment, CancelShipment, CapturePayment, CommitInventory, ReleaseInventory, ReserveInventory,
+    ScheduleShipment, VoidPayment,
 };
 use contracts::events::{OrderCompensated, OrderCompleted, OrderFailed};
 use contracts::order::{OrderRequest, StockLine};
@@ -15,6 +19,7 @@ use uuid::Uuid;
 
 use crate::kernel::{Action, Compensation, SagaDefinition, StepDef, StepKind};
 
+/// The current table (v2).
 #[rustfmt::skip]
 pub const ORDER_STEPS: &[StepDef] = &[
     StepDef { name: "reserve_inventory", kind: StepKind::Compensatable,
@@ -25,7 +30,7 @@ pub const ORDER_STEPS: &[StepDef] = &[
               compensation: Some(Compensation { command: "payment.void", done: "payment.voided" }) },
     StepDef { name: "schedule_shipment", kind: StepKind::Pivot,
               command: "shipping.schedule", success: "shipping.scheduled", failure: Some("shipping.rejected"),
-              compensation: None },
+              compensation: Some(Compensation { command: "shipping.cancel", done: "shipping.cancelled" }) },
     StepDef { name: "capture_payment", kind: StepKind::Retriable,
               command: "payment.capture", success: "payment.captured", failure: None,
               compensation: None },
@@ -34,33 +39,70 @@ pub const ORDER_STEPS: &[StepDef] = &[
               compensation: None },
 ];
 
-/// The order saga; its data is the order as the client submitted it.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct OrderSaga;
+/// v1: the same steps, but a pivot that cannot be cancelled.
+pub const ORDER_STEPS_V1: &[StepDef] =
+    &[ORDER_STEPS[0], ORDER_STEPS[1], StepDef { compensation: None, ..ORDER_STEPS[2] }, ORDER_STEPS[3], ORDER_STEPS[4]];
+
+/// The order saga, at one version; its data is the order as the client submitted it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OrderSaga {
+    version: u32,
+    steps: &'static [StepDef],
+}
+
+impl OrderSaga {
+    pub const NAME: &'static str = "order";
+    /// The version new sagas start on.
+    pub const LATEST: OrderSaga = OrderSaga { version: 2, steps: ORDER_STEPS };
+    /// Every version this build can drive, oldest first.
+    pub const VERSIONS: [OrderSaga; 2] = [OrderSaga { version: 1, steps: ORDER_STEPS_V1 }, OrderSaga::LATEST];
+
+    /// The definition a stored saga names, if this build knows it.
+    pub fn find(name: &str, version: u32) -> Option<OrderSaga> {
+        (name == Self::NAME).then(|| Self::VERSIONS.into_iter().find(|d| d.version == version)).flatten()
+    }
+}
+
+impl Default for OrderSaga {
+    fn default() -> Self {
+        OrderSaga::LATEST
+    }
+}
 
 impl SagaDefinition for OrderSaga {
     type Data = OrderRequest;
 
     fn name(&self) -> &'static str {
-        "order"
+        Self::NAME
+    }
+
+    fn version(&self) -> u32 {
+        self.version
     }
 
     fn steps(&self) -> &'static [StepDef] {
-        ORDER_STEPS
+        self.steps
     }
 
     fn command(&self, saga_id: Uuid, step: &StepDef, action: Action, order: &OrderRequest) -> Command {
         match (step.name, action) {
             ("reserve_inventory", Action::Do) => reserve(saga_id, order),
-            ("reserve_inventory", Action::Compensate) => {
-                Command::ReleaseInventory(ReleaseInventory { order_id: saga_id })
-            }
             ("authorize_payment", Action::Do) => authorize(saga_id, order),
-            ("authorize_payment", Action::Compensate) => Command::VoidPayment(VoidPayment { order_id: saga_id }),
-            ("schedule_shipment", _) => schedule(saga_id, order),
+            ("schedule_shipment", Action::Do) => schedule(saga_id, order),
             ("capture_payment", _) => Command::CapturePayment(CapturePayment { order_id: saga_id }),
-            // commit_inventory, the last row of the table.
-            _ => Command::CommitInventory(CommitInventory { order_id: saga_id }),
+            ("commit_inventory", _) => Command::CommitInventory(CommitInventory { order_id: saga_id }),
+            // Every compensation needs the order id only.
+            _ => self.undo(saga_id, step).unwrap_or(Command::CommitInventory(CommitInventory { order_id: saga_id })),
+        }
+    }
+
+    fn undo(&self, saga_id: Uuid, step: &StepDef) -> Option<Command> {
+        let order_id = saga_id;
+        match step.compensation?.command {
+            "inventory.release" => Some(Command::ReleaseInventory(ReleaseInventory { order_id })),
+            "payment.void" => Some(Command::VoidPayment(VoidPayment { order_id })),
+            "shipping.cancel" => Some(Command::CancelShipment(CancelShipment { order_id })),
+            _ => None,
         }
     }
 
@@ -139,30 +181,37 @@ mod tests {
     }
 
     #[test]
-    fn the_order_saga_obeys_the_rules() {
-        assert_eq!(validate(ORDER_STEPS), Ok(()));
+    fn every_version_obeys_the_rules_and_is_found_by_its_number() {
+        for def in OrderSaga::VERSIONS {
+            assert_eq!(validate(def.steps()), Ok(()), "v{}", def.version());
+            assert_eq!(OrderSaga::find("order", def.version()), Some(def));
+        }
+        assert_eq!(OrderSaga::find("order", 99), None);
+        assert_eq!(OrderSaga::find("refund", 2), None);
+        assert_eq!(OrderSaga::default(), OrderSaga::LATEST);
+        let names = |d: OrderSaga| d.steps().iter().map(|s| s.name).collect::<Vec<_>>();
+        assert_eq!(names(OrderSaga::VERSIONS[0]), names(OrderSaga::LATEST), "v2 only adds the pivot's cancel");
     }
 
     #[test]
     fn every_step_builds_the_command_its_row_names() {
         let id = Uuid::now_v7();
         let order = sample_order();
-        for step in ORDER_STEPS {
-            assert_eq!(OrderSaga.command(id, step, Action::Do, &order).message_type(), step.command, "{}", step.name);
-            if let Some(c) = step.compensation {
-                assert_eq!(
-                    OrderSaga.command(id, step, Action::Compensate, &order).message_type(),
-                    c.command,
-                    "{}",
-                    step.name
-                );
+        for def in OrderSaga::VERSIONS {
+            for step in def.steps() {
+                assert_eq!(def.command(id, step, Action::Do, &order).message_type(), step.command, "{}", step.name);
+                if let Some(c) = step.compensation {
+                    let undo = def.command(id, step, Action::Compensate, &order);
+                    assert_eq!(undo.message_type(), c.command, "{}", step.name);
+                    assert_eq!(def.undo(id, step), Some(undo), "{}: built from the id alone", step.name);
+                }
             }
         }
     }
 
     #[test]
     fn payment_is_for_the_order_total() {
-        let cmd = OrderSaga.command(Uuid::nil(), &ORDER_STEPS[1], Action::Do, &sample_order());
+        let cmd = OrderSaga::LATEST.command(Uuid::nil(), &ORDER_STEPS[1], Action::Do, &sample_order());
         assert!(matches!(cmd, Command::AuthorizePayment(AuthorizePayment { amount_cents: 3998, .. })));
     }
 }

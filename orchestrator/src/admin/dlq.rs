@@ -1,33 +1,19 @@
-//! The operator API for dead letters, under `/admin` (bearer token from configuration; 401
-//! without a valid one):
-//!
-//! - `GET  /admin/dlq`: every dead-letter queue with its depth;
-//! - `GET  /admin/dlq/{queue}/messages?limit=&offset=`: messages, paged, without consuming them
-//!   (they are fetched unacknowledged and given back in order);
-//! - `GET  /admin/dlq/{queue}/messages/{message_id}`: one message, headers and body;
-//! - `POST /admin/dlq/{queue}/replay`: `{"message_id"}` or `{"filter": {...}}` or `{"all": true}`:
-//!   back to its original exchange and routing key, with `replayed-from`, who and when, and a fresh
-//!   attempt count. Safe: a participant whose inbox has the command's idempotency key re-sends its
-//!   stored reply and changes nothing;
-//! - `POST /admin/dlq/{queue}/discard`: the same selection plus a mandatory `reason`;
-//! - `GET  /admin/audit?limit=`: who replayed or discarded what, and when, newest first.
-//!
-//! Every replay and discard is written to `dlq_audit` and to the saga's timeline.
-
-use std::sync::Arc;
+//! Dead letters, through the broker: list every dead-letter queue with its depth; page through a
+//! queue's messages without consuming them (fetched unacknowledged and given back in order); show
+//! one; replay (back to its original exchange and routing key, with `replayed-from`, who and when,
+//! and a fresh attempt count; safe, since participants deduplicate on the idempotency key) or
+//! discard (with a mandatory reason) a selection. Every replay and discard is audited and written
+//! to the saga's timeline.
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Path, Query, Request, State};
-use axum::http::{StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use chrono::Utc;
 use contracts::envelope::headers;
-use contracts::topology::Topology;
 use infra::amqp::codec::{HeaderValue, headers_json, rfc3339, with_headers, without_headers};
-use infra::amqp::{Broker, Incoming, Publisher};
+use infra::amqp::{Broker, Incoming};
 use infra::http::Problem;
 use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
@@ -36,96 +22,12 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use super::{Actor, Admin};
+use crate::audit;
 use crate::store::{self, TimelineEntry};
 
 /// Most messages one request looks at in a queue.
 const MAX_SCAN: usize = 1000;
-
-/// An operator allowed to use the API: a name (for the audit) and a secret token.
-#[derive(Clone)]
-pub struct Operator {
-    pub name: String,
-    pub token: String,
-}
-
-impl std::fmt::Debug for Operator {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Operator").field("name", &self.name).field("token", &"***").finish()
-    }
-}
-
-/// `alice=token1,bob=token2` (a bare `token` means the operator `operator`).
-pub fn parse_operators(spec: &str) -> Result<Vec<Operator>, String> {
-    spec.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|entry| {
-            let (name, token) = entry.split_once('=').unwrap_or(("operator", entry));
-            let (name, token) = (name.trim(), token.trim());
-            if name.is_empty() || token.len() < 8 {
-                return Err(format!("entry for {name:?}: a name and a token of at least 8 characters are needed"));
-            }
-            Ok(Operator { name: name.to_owned(), token: token.to_owned() })
-        })
-        .collect()
-}
-
-#[derive(Clone)]
-pub struct Admin {
-    pub pool: PgPool,
-    pub broker: Broker,
-    pub publisher: Arc<Publisher>,
-    pub topology: Topology,
-    pub operators: Arc<Vec<Operator>>,
-}
-
-pub fn router(admin: Admin) -> Router {
-    Router::new()
-        .route("/admin/dlq", get(list_queues))
-        .route("/admin/dlq/{queue}/messages", get(list_messages))
-        .route("/admin/dlq/{queue}/messages/{message_id}", get(one_message))
-        .route("/admin/dlq/{queue}/replay", post(replay))
-        .route("/admin/dlq/{queue}/discard", post(discard))
-        .route("/admin/audit", get(audit))
-        .route_layer(middleware::from_fn_with_state(admin.clone(), authorize))
-        .with_state(admin)
-}
-
-/// The operator making the request.
-#[derive(Clone, Debug)]
-struct Actor(String);
-
-/// Equal-time comparison, so response times do not leak how much of a token matched.
-fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-async fn authorize(State(admin): State<Admin>, mut req: Request, next: Next) -> Response {
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let who = given.and_then(|t| admin.operators.iter().find(|o| same(&o.token, t)));
-    match who {
-        Some(op) => {
-            req.extensions_mut().insert(Actor(op.name.clone()));
-            next.run(req).await
-        }
-        None => {
-            let detail = if admin.operators.is_empty() {
-                "the operator API is disabled: set ORCHESTRATOR_ADMIN_TOKENS"
-            } else {
-                "a valid `Authorization: Bearer <token>` header is required"
-            };
-            let mut r =
-                Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized").detail(detail).into_response();
-            r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
-            r
-        }
-    }
-}
 
 impl Admin {
     fn dead_letter_queue(&self, name: &str) -> Result<(), Problem> {
@@ -137,7 +39,7 @@ impl Admin {
     }
 }
 
-async fn list_queues(State(admin): State<Admin>) -> Response {
+pub(super) async fn list_queues(State(admin): State<Admin>) -> Response {
     let ch = match admin.broker.channel().await {
         Ok(ch) => ch,
         Err(e) => return Problem::unavailable(e.to_string()).into_response(),
@@ -219,12 +121,12 @@ impl Fetched {
 }
 
 #[derive(Debug, Deserialize)]
-struct Page {
+pub(super) struct Page {
     limit: Option<usize>,
     offset: Option<usize>,
 }
 
-async fn list_messages(
+pub(super) async fn list_messages(
     State(admin): State<Admin>,
     Path(queue): Path<String>,
     page: Result<Query<Page>, QueryRejection>,
@@ -249,7 +151,7 @@ async fn list_messages(
     Json(json!({"queue": queue, "items": items, "next_offset": next})).into_response()
 }
 
-async fn one_message(State(admin): State<Admin>, Path((queue, id)): Path<(String, String)>) -> Response {
+pub(super) async fn one_message(State(admin): State<Admin>, Path((queue, id)): Path<(String, String)>) -> Response {
     if let Err(p) = admin.dead_letter_queue(&queue) {
         return p.into_response();
     }
@@ -273,7 +175,7 @@ fn message_id(m: &Incoming) -> Option<String> {
 /// Which messages a replay or discard applies to.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Selection {
+pub(super) struct Selection {
     message_id: Option<String>,
     filter: Option<Filter>,
     #[serde(default)]
@@ -284,7 +186,7 @@ struct Selection {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Filter {
+pub(super) struct Filter {
     message_type: Option<String>,
     saga_id: Option<String>,
     reason: Option<String>,
@@ -336,7 +238,7 @@ impl Action {
     }
 }
 
-async fn replay(
+pub(super) async fn replay(
     State(admin): State<Admin>,
     Extension(actor): Extension<Actor>,
     Path(queue): Path<String>,
@@ -345,7 +247,7 @@ async fn replay(
     settle(admin, actor, queue, body, Action::Replay).await
 }
 
-async fn discard(
+pub(super) async fn discard(
     State(admin): State<Admin>,
     Extension(actor): Extension<Actor>,
     Path(queue): Path<String>,
@@ -457,42 +359,35 @@ async fn record(
 ) -> Result<(), sqlx::Error> {
     let p = &m.properties;
     let ty = p.kind().as_ref().map(|s| s.as_str().to_owned());
+    let id = message_id(m);
     let saga_id = p.correlation_id().as_ref().and_then(|c| Uuid::parse_str(c.as_str()).ok());
     let mut tx = pool.begin().await?;
-    sqlx::query(
-        "INSERT INTO dlq_audit (actor, action, queue, message_id, message_type, saga_id, reason, detail)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-    )
-    .bind(actor)
-    .bind(action.as_str())
-    .bind(queue)
-    .bind(message_id(m))
-    .bind(&ty)
-    .bind(saga_id)
-    .bind(reason)
-    .bind(json!({"dead_letter_reason": m.header_str(headers::DEAD_LETTER_REASON), "error": m.header_str(headers::DEAD_LETTER_ERROR)}))
-    .execute(&mut *tx)
-    .await?;
+    let row = audit::Action {
+        actor,
+        action: action.as_str(),
+        queue: Some(queue),
+        message_id: id.as_deref(),
+        message_type: ty.as_deref(),
+        saga_id,
+        reason,
+        detail: json!({"dead_letter_reason": m.header_str(headers::DEAD_LETTER_REASON), "error": m.header_str(headers::DEAD_LETTER_ERROR)}),
+    };
+    audit::record(&mut tx, &row).await?;
     if let Some(saga_id) = saga_id {
         let status: Option<String> =
             sqlx::query_scalar("SELECT status FROM sagas WHERE id = $1").bind(saga_id).fetch_optional(&mut *tx).await?;
         if let Some(status) = status {
+            let what = ty.as_deref().unwrap_or("message");
             let note = match action {
-                Action::Replay => format!("{} replayed from {queue} by {actor}", ty.as_deref().unwrap_or("message")),
-                Action::Discard => {
-                    format!(
-                        "{} discarded from {queue} by {actor}: {}",
-                        ty.as_deref().unwrap_or("message"),
-                        reason.unwrap_or("")
-                    )
-                }
+                Action::Replay => format!("{what} replayed from {queue} by {actor}"),
+                Action::Discard => format!("{what} discarded from {queue} by {actor}: {}", reason.unwrap_or("")),
             };
             let entry = TimelineEntry {
                 kind: "operator",
                 status: &status,
                 step: None,
                 note: &note,
-                cause_message_id: message_id(m).and_then(|id| Uuid::parse_str(&id).ok()),
+                cause_message_id: id.as_deref().and_then(|id| Uuid::parse_str(id).ok()),
                 cause_type: ty.as_deref(),
                 sent: json!([]),
             };
@@ -503,54 +398,9 @@ async fn record(
     tx.commit().await
 }
 
-#[derive(Debug, serde::Serialize, sqlx::FromRow)]
-struct AuditRow {
-    at: chrono::DateTime<Utc>,
-    actor: String,
-    action: String,
-    queue: String,
-    message_id: Option<String>,
-    message_type: Option<String>,
-    saga_id: Option<Uuid>,
-    reason: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct AuditQuery {
-    limit: Option<i64>,
-}
-
-async fn audit(State(admin): State<Admin>, q: Result<Query<AuditQuery>, QueryRejection>) -> Response {
-    let Ok(Query(q)) = q else { return Problem::bad_request("limit must be a number").into_response() };
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=500).contains(&limit) {
-        return Problem::bad_request("limit must be between 1 and 500").into_response();
-    }
-    let rows = sqlx::query_as::<_, AuditRow>(
-        "SELECT at, actor, action, queue, message_id, message_type, saga_id, reason FROM dlq_audit ORDER BY id DESC LIMIT $1",
-    )
-    .bind(limit)
-    .fetch_all(&admin.pool)
-    .await;
-    match rows {
-        Ok(items) => Json(json!({"items": items})).into_response(),
-        Err(e) => Problem::internal(&e).into_response(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn operators_parse_and_tokens_must_be_long_enough() {
-        let ops = parse_operators("alice=0123456789, bob = abcdefghij").unwrap();
-        assert_eq!(ops.iter().map(|o| o.name.as_str()).collect::<Vec<_>>(), ["alice", "bob"]);
-        assert_eq!(parse_operators("0123456789").unwrap()[0].name, "operator");
-        assert!(parse_operators("alice=short").is_err());
-        assert!(parse_operators("").unwrap().is_empty());
-        assert!(!format!("{:?}", ops[0]).contains("0123456789"));
-    }
 
     #[test]
     fn replay_goes_where_the_message_was_first_sent() {
@@ -589,12 +439,5 @@ mod tests {
         let broker = lapin::BasicProperties::default().with_headers(h);
         assert_eq!(destination(&incoming(broker)), Some(("saga.commands".into(), "payment.void".into())));
         assert_eq!(destination(&incoming(lapin::BasicProperties::default())), None);
-    }
-
-    #[test]
-    fn token_comparison() {
-        assert!(same("abc", "abc"));
-        assert!(!same("abc", "abd"));
-        assert!(!same("abc", "abcd"));
     }
 }
