@@ -1,17 +1,30 @@
-//! How a participant handles a message: decode, deduplicate, apply, reply, all in one transaction.
+//! How a participant handles a message: decode, deduplicate, apply, reply, in one transaction, or
+//! in two around an outside call.
 //!
 //! [`Processor`] is the [`DeliveryHandler`] every participant runs. For each delivery it
 //! 1. decodes metadata and body (a message that cannot be decoded is dead-lettered at once, with
 //!    a reason code);
 //! 2. looks the dedupe key (idempotency key, else message id) up in the inbox: a duplicate
 //!    re-sends the stored reply and changes nothing;
-//! 3. opens a transaction, lets the [`MessageHandler`] apply the business change, then records the
-//!    inbox row and queues the reply in the outbox in one statement, and commits;
-//! 4. wakes the outbox relay and returns [`Outcome::Ack`].
+//! 3. opens a transaction and lets the handler decide ([`CallingHandler::begin`]). Either it
+//!    answers at once (the business change, the inbox row and the reply commit together), or it
+//!    records the *intent* of an outside call (with the key the outside system dedupes on) and the
+//!    transaction commits with no inbox row;
+//! 4. for an intent: calls the outside system with no transaction open
+//!    ([`CallingHandler::call`]), then records the result, the inbox row and the reply in a second
+//!    transaction ([`CallingHandler::finish`]);
+//! 5. wakes the outbox relay and returns [`Outcome::Ack`].
 //!
-//! Two deliveries of one command racing each other both reach step 3; the inbox's primary key lets
+//! A crash or a failed call between the two transactions leaves the intent committed and the
+//! message unacknowledged (or parked for a retry round): its redelivery finds the intent and makes
+//! the same call again, which the outside system answers from its idempotency key; a compensation
+//! that arrives meanwhile sees the intent and undoes it by that key. No database connection, row
+//! lock or advisory lock is held while an outside system thinks.
+//!
+//! Two deliveries of one command racing each other may both finish; the inbox's primary key lets
 //! exactly one commit, and the other rolls back and re-sends the winner's reply.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -73,9 +86,9 @@ impl<E: std::fmt::Display> From<crate::resilience::CallError<E>> for HandlerErro
     }
 }
 
-/// The business part of a participant: one call per message, inside the transaction that will
-/// also record the inbox row and the reply. Returns the reply to send (commands) or `None`
-/// (events). Must not commit, and must not talk to the broker.
+/// The business part of a participant that needs no outside call: one call per message, inside
+/// the transaction that will also record the inbox row and the reply. Returns the reply to send
+/// (commands) or `None` (events). Must not commit, and must not talk to the broker.
 pub trait MessageHandler<M>: Send + Sync + 'static {
     fn handle<'a>(
         &'a self,
@@ -83,6 +96,71 @@ pub trait MessageHandler<M>: Send + Sync + 'static {
         meta: &'a Meta,
         message: M,
     ) -> impl Future<Output = Result<Option<Reply>, HandlerError>> + Send + 'a;
+}
+
+/// What [`CallingHandler::begin`] decided.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step<C> {
+    /// Answered in this transaction: the reply (or `None`, for events).
+    Reply(Option<Reply>),
+    /// The intent of outside call `C` is recorded in this transaction; make the call after it
+    /// commits.
+    Call(C),
+}
+
+/// The business part of a participant whose commands reach an outside system: decide in a first
+/// transaction (answer, or record the intent of a call), call with no transaction open, record
+/// the result in a second transaction. None of the three talks to the broker or commits.
+pub trait CallingHandler<M>: Send + Sync + 'static {
+    /// An outside call, as recorded in the intent (it carries its idempotency key).
+    type Call: Clone + Send + Sync + 'static;
+    /// The outside system's answer (a refusal included, if the handler turns it into a reply).
+    type Answer: Clone + Send + Sync + 'static;
+
+    fn begin<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        meta: &'a Meta,
+        message: M,
+    ) -> impl Future<Output = Result<Step<Self::Call>, HandlerError>> + Send + 'a;
+
+    /// Make the call. An error leaves the intent in place for the message's next delivery.
+    fn call<'a>(&'a self, call: &'a Self::Call) -> impl Future<Output = Result<Self::Answer, HandlerError>> + Send + 'a;
+
+    /// Record the answer; returns the reply.
+    fn finish<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        meta: &'a Meta,
+        call: Self::Call,
+        answer: Self::Answer,
+    ) -> impl Future<Output = Result<Option<Reply>, HandlerError>> + Send + 'a;
+}
+
+/// A [`MessageHandler`] as a [`CallingHandler`] that never calls out.
+pub struct Local<H>(pub H);
+
+impl<M: Send + 'static, H: MessageHandler<M>> CallingHandler<M> for Local<H> {
+    type Call = Infallible;
+    type Answer = Infallible;
+
+    async fn begin(&self, tx: &mut PgConnection, meta: &Meta, message: M) -> Result<Step<Infallible>, HandlerError> {
+        self.0.handle(tx, meta, message).await.map(Step::Reply)
+    }
+
+    async fn call(&self, call: &Infallible) -> Result<Infallible, HandlerError> {
+        match *call {}
+    }
+
+    async fn finish(
+        &self,
+        _: &mut PgConnection,
+        _: &Meta,
+        _: Infallible,
+        answer: Infallible,
+    ) -> Result<Option<Reply>, HandlerError> {
+        match answer {}
+    }
 }
 
 /// The [`DeliveryHandler`] of a participant queue carrying messages of type `M`.
@@ -115,10 +193,16 @@ pub fn reply_message(to: &Meta, reply: &Reply) -> Outgoing {
     Outgoing::new(REPLIES_EXCHANGE, true, meta, reply)
 }
 
+/// What the first transaction left to do.
+enum Begun<C> {
+    Done(Outcome),
+    Call(C),
+}
+
 impl<M, H> Processor<M, H>
 where
-    M: Message + Clone + Send + 'static,
-    H: MessageHandler<M>,
+    M: Message + Clone + Send + Sync + 'static,
+    H: CallingHandler<M>,
 {
     async fn process(&self, incoming: &Incoming) -> Result<Outcome, HandlerError> {
         let (meta, message) = match incoming.decode::<M>() {
@@ -131,23 +215,42 @@ where
         if let Some(outcome) = self.duplicate(&key, &meta).await? {
             return Ok(outcome);
         }
-        let mut conflicts = 0;
-        loop {
-            match self.apply(&key, &meta, message.clone()).await {
-                Err(HandlerError::Conflict(e)) if conflicts < CONFLICT_RETRIES => {
-                    conflicts += 1;
-                    tracing::info!(error = %e, conflicts, "transaction conflict; running it again");
-                }
-                Err(HandlerError::Conflict(e)) => return Err(HandlerError::Transient(e)),
-                other => return other,
+        let call = match conflicts_retried(|| self.begin(&key, &meta, message.clone())).await? {
+            Begun::Done(outcome) => return Ok(outcome),
+            Begun::Call(call) => call,
+        };
+        let answer = self.handler.call(&call).await?;
+        conflicts_retried(|| self.finish(&key, &meta, call.clone(), answer.clone())).await
+    }
+
+    /// The first transaction: an answer (committed with its inbox row), or a committed intent.
+    async fn begin(&self, key: &str, meta: &Meta, message: M) -> Result<Begun<H::Call>, HandlerError> {
+        let mut tx = self.pool.begin().await?;
+        match self.handler.begin(&mut tx, meta, message).await? {
+            Step::Reply(reply) => Ok(Begun::Done(self.settle(tx, key, meta, reply).await?)),
+            Step::Call(call) => {
+                tx.commit().await?;
+                tracing::info!("intent recorded; calling the outside system");
+                Ok(Begun::Call(call))
             }
         }
     }
 
-    /// One transaction: the handler's change, the inbox row and the reply.
-    async fn apply(&self, key: &str, meta: &Meta, message: M) -> Result<Outcome, HandlerError> {
+    /// The second transaction: the answer recorded, with the inbox row and the reply.
+    async fn finish(&self, key: &str, meta: &Meta, call: H::Call, answer: H::Answer) -> Result<Outcome, HandlerError> {
         let mut tx = self.pool.begin().await?;
-        let reply = self.handler.handle(&mut tx, meta, message).await?;
+        let reply = self.handler.finish(&mut tx, meta, call, answer).await?;
+        self.settle(tx, key, meta, reply).await
+    }
+
+    /// Record the inbox row and queue the reply in `tx`, and commit.
+    async fn settle(
+        &self,
+        mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
+        key: &str,
+        meta: &Meta,
+        reply: Option<Reply>,
+    ) -> Result<Outcome, HandlerError> {
         let outgoing = reply.as_ref().map(|r| reply_message(meta, r));
         if !inbox::record(&mut tx, key, meta, outgoing.as_ref()).await? {
             // Another delivery of the same command committed first.
@@ -185,10 +288,30 @@ where
     }
 }
 
+/// Run `attempt` again at once when the database aborted it for a deadlock or a serialization
+/// conflict, up to [`CONFLICT_RETRIES`] times; then the message takes a delayed retry round.
+async fn conflicts_retried<T, F, Fut>(mut attempt: F) -> Result<T, HandlerError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, HandlerError>>,
+{
+    let mut conflicts = 0;
+    loop {
+        match attempt().await {
+            Err(HandlerError::Conflict(e)) if conflicts < CONFLICT_RETRIES => {
+                conflicts += 1;
+                tracing::info!(error = %e, conflicts, "transaction conflict; running it again");
+            }
+            Err(HandlerError::Conflict(e)) => return Err(HandlerError::Transient(e)),
+            other => return other,
+        }
+    }
+}
+
 impl<M, H> DeliveryHandler for Processor<M, H>
 where
-    M: Message + Clone + Send + 'static,
-    H: MessageHandler<M>,
+    M: Message + Clone + Send + Sync + 'static,
+    H: CallingHandler<M>,
 {
     async fn handle(&self, incoming: &Incoming) -> Outcome {
         match self.process(incoming).await {

@@ -176,12 +176,23 @@ impl Application {
         self
     }
 
-    /// Consume `queue` as a participant: messages of type `M` go through a
-    /// [`Processor`](crate::participant::Processor) (decode, dedupe, handle, reply) to `handler`.
+    /// Consume `queue` as a participant whose handler needs no outside call: messages of type
+    /// `M` go through a [`Processor`](crate::participant::Processor) (decode, dedupe, handle,
+    /// reply, one transaction) to `handler`.
     pub fn participant<M, H>(self, queue: &str, handler: H) -> Self
     where
-        M: contracts::Message + Clone + Send + 'static,
+        M: contracts::Message + Clone + Send + Sync + 'static,
         H: crate::participant::MessageHandler<M>,
+    {
+        self.calling_participant::<M, _>(queue, crate::participant::Local(handler))
+    }
+
+    /// Consume `queue` as a participant whose commands reach an outside system: intent, call,
+    /// result (see [`crate::participant`]).
+    pub fn calling_participant<M, H>(self, queue: &str, handler: H) -> Self
+    where
+        M: contracts::Message + Clone + Send + Sync + 'static,
+        H: crate::participant::CallingHandler<M>,
     {
         let p = &self.platform;
         let processor = crate::participant::Processor::<M, H>::new(

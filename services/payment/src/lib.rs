@@ -1,9 +1,11 @@
 //! The payment participant: authorizes order totals through the payment gateway (HTTP, behind a
-//! circuit breaker with retries),
-//! declines what is over the limit, voids on compensation, captures after the pivot.
+//! circuit breaker with retries), declines what is over the limit, voids on compensation, captures
+//! after the pivot. The gateway is never called inside a database transaction: the intent commits
+//! first, the call follows, the result commits after (see `infra::participant`).
 //!
-//! Layout: [`domain`] (decline rules), [`gateway`] (the simulated gateway), [`handler`] (one
-//! function per command), [`api`] (`GET /payments/{order_id}`). [`build`] assembles the process.
+//! Layout: [`domain`] (decline rules and the payment's state machine), [`gateway`] (the simulated
+//! gateway, keys per order), [`handler`] (the commands: intent, call, result), [`api`]
+//! (`GET /payments/{order_id}`). [`build`] assembles the process.
 
 pub mod api;
 pub mod domain;
@@ -75,5 +77,5 @@ pub async fn build(settings: PaymentSettings) -> Result<Application, StartupErro
         .await?
         .routes(routes)
         .check(GATEWAY, infra::http::dependency_check(dependency))
-        .participant::<Command, _>(PAYMENT_QUEUE, handler))
+        .calling_participant::<Command, _>(PAYMENT_QUEUE, handler))
 }

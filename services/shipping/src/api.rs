@@ -15,10 +15,14 @@ use uuid::Uuid;
 pub struct Shipment {
     pub order_id: Uuid,
     pub shipment_id: Uuid,
-    pub tracking_number: String,
+    /// `None` until the carrier booked it.
+    pub tracking_number: Option<String>,
     pub country: String,
+    /// `booking`, `scheduled`, `rejected`, `cancelling` or `cancelled`.
     pub status: String,
+    pub reason: Option<String>,
     pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
 }
 
 pub fn router(pool: PgPool) -> Router {
@@ -30,7 +34,8 @@ async fn one(State(pool): State<PgPool>, id: Result<Path<Uuid>, PathRejection>) 
         return Problem::bad_request("order_id must be a UUID").into_response();
     };
     match sqlx::query_as::<_, Shipment>(
-        "SELECT order_id, shipment_id, tracking_number, country, status, created_at FROM shipments WHERE order_id = $1",
+        "SELECT order_id, shipment_id, tracking_number, country, status, reason, created_at, updated_at
+         FROM shipments WHERE order_id = $1",
     )
     .bind(id)
     .fetch_optional(&pool)

@@ -1,8 +1,78 @@
-//! Shipping rules, without IO: which destinations can be served.
+//! Shipping rules, without IO: which destinations can be served, and the shipment's state
+//! machine: what each command does given what is stored.
+//!
+//! ```text
+//! (none) --schedule--> booking --carrier booked--> scheduled
+//!    |                    |  \--carrier refused--> rejected
+//!    |                    \--cancel--> cancelling --carrier cancelled (by the booking's key)--> cancelled
+//! (none) --cancel (tombstone)--> cancelling
+//! ```
+//!
+//! `booking` and `cancelling` are intents, committed before the carrier is called.
 
 use std::collections::BTreeSet;
 
 use contracts::countries::{ISO_3166_ALPHA2, is_iso_alpha2};
+use uuid::Uuid;
+
+/// A shipment row as the rules need it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub status: String,
+    pub shipment_id: Uuid,
+    pub tracking_number: Option<String>,
+    pub country: String,
+    pub reason: Option<String>,
+}
+
+/// What `shipping.schedule` does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OnSchedule {
+    /// Nothing stored: check the destination, then record the intent and book.
+    Start,
+    /// An intent is stored: book again (the carrier answers from the booking's key).
+    Resume { country: String },
+    Scheduled { shipment_id: Uuid, tracking_number: String },
+    Rejected { code: &'static str, reason: String },
+    Inconsistent(String),
+}
+
+pub fn on_schedule(stored: Option<&Stored>) -> OnSchedule {
+    let Some(s) = stored else { return OnSchedule::Start };
+    match (s.status.as_str(), &s.tracking_number) {
+        ("booking", _) => OnSchedule::Resume { country: s.country.clone() },
+        ("scheduled", Some(t)) => OnSchedule::Scheduled { shipment_id: s.shipment_id, tracking_number: t.clone() },
+        ("rejected", _) => OnSchedule::Rejected {
+            code: "carrier_refused",
+            reason: s.reason.clone().unwrap_or_else(|| "the carrier refused the booking".into()),
+        },
+        ("cancelling" | "cancelled", _) => OnSchedule::Rejected {
+            code: "cancelled",
+            reason: "the shipment was cancelled before it was booked".into(),
+        },
+        (other, _) => OnSchedule::Inconsistent(format!("shipment {} is {other} without a tracking number", s.shipment_id)),
+    }
+}
+
+/// What `shipping.cancel` does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OnCancel {
+    /// Nothing stored: leave a tombstone (a late schedule is refused) and still cancel at the
+    /// carrier by the booking's key.
+    Tombstone,
+    /// Record the intent (`cancelling`) and cancel at the carrier by the booking's key.
+    Cancel,
+    /// Cancelled already, or nothing was booked (rejected).
+    Done,
+}
+
+pub fn on_cancel(stored: Option<&Stored>) -> OnCancel {
+    match stored.map(|s| s.status.as_str()) {
+        None => OnCancel::Tombstone,
+        Some("cancelled" | "rejected") => OnCancel::Done,
+        Some(_) => OnCancel::Cancel,
+    }
+}
 
 /// A refusal: stable code and readable reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +144,41 @@ pub fn refused_countries(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn row(status: &str, tracking: Option<&str>) -> Stored {
+        Stored {
+            status: status.into(),
+            shipment_id: Uuid::nil(),
+            tracking_number: tracking.map(Into::into),
+            country: "DE".into(),
+            reason: None,
+        }
+    }
+
+    #[test]
+    fn schedule_books_once_and_never_after_a_cancel() {
+        assert_eq!(on_schedule(None), OnSchedule::Start);
+        assert_eq!(on_schedule(Some(&row("booking", None))), OnSchedule::Resume { country: "DE".into() });
+        assert_eq!(
+            on_schedule(Some(&row("scheduled", Some("T")))),
+            OnSchedule::Scheduled { shipment_id: Uuid::nil(), tracking_number: "T".into() }
+        );
+        for s in ["cancelling", "cancelled"] {
+            assert!(matches!(on_schedule(Some(&row(s, None))), OnSchedule::Rejected { code: "cancelled", .. }), "{s}");
+        }
+        assert!(matches!(on_schedule(Some(&row("rejected", None))), OnSchedule::Rejected { code: "carrier_refused", .. }));
+        assert!(matches!(on_schedule(Some(&row("scheduled", None))), OnSchedule::Inconsistent(_)));
+    }
+
+    #[test]
+    fn cancel_reaches_the_carrier_whatever_is_stored_until_it_is_done() {
+        assert_eq!(on_cancel(None), OnCancel::Tombstone);
+        for s in ["booking", "scheduled", "cancelling"] {
+            assert_eq!(on_cancel(Some(&row(s, None))), OnCancel::Cancel, "{s}");
+        }
+        assert_eq!(on_cancel(Some(&row("cancelled", None))), OnCancel::Done);
+        assert_eq!(on_cancel(Some(&row("rejected", None))), OnCancel::Done);
+    }
 
     fn refused(supported: &str, unsupported: &str) -> BTreeSet<String> {
         refused_countries(&parse_supported(supported).unwrap(), &parse_countries(unsupported).unwrap()).unwrap()

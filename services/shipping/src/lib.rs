@@ -1,6 +1,8 @@
 //! The shipping participant: books shipments with the carrier (HTTP, behind a circuit breaker
-//! with retries). Scheduling a shipment is
-//! the order saga's pivot: once it succeeded the order goes through, so nothing here is undone.
+//! with retries), never inside a database transaction (intent, call, result). Scheduling a
+//! shipment is the order saga's pivot: once it succeeded the order goes through, so nothing here is
+//! undone; only a booking whose outcome the saga never learnt can be cancelled, when an operator
+//! gives the saga up (`shipping.cancel`, by the booking's key at the carrier).
 //! Destinations are served when they are in `SHIPPING_SUPPORTED_COUNTRIES` (ISO 3166-1 alpha-2
 //! codes, or the default `*` for all of them) and not in `SHIPPING_UNSUPPORTED_COUNTRIES`
 //! (default `AQ`); anything else, including codes that are not ISO 3166-1 (`ZZ`), is refused.
@@ -86,5 +88,5 @@ pub async fn build(settings: ShippingSettings) -> Result<Application, StartupErr
         .await?
         .routes(routes)
         .check(CARRIER, infra::http::dependency_check(dependency))
-        .participant::<Command, _>(SHIPPING_QUEUE, handler))
+        .calling_participant::<Command, _>(SHIPPING_QUEUE, handler))
 }
