@@ -428,12 +428,53 @@ mod tests {
         assert!(text.contains("saga_circuit_breaker_rejected_total{dependency=\"test_dep\"} 1"));
         let _ = calls;
     }
+
+    /// Answer every request on a fresh port with `answer`, raw; then close the connection if `close`.
+    async fn raw_server(answer: &'static [u8], close: bool) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                // The request body is `{}`: read it all, so closing sends a FIN, not a reset.
+                while !request.ends_with(b"{}") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = socket.write_all(answer).await;
+                if close {
+                    let _ = socket.shutdown().await;
+                } else {
+                    while matches!(socket.read(&mut buf).await, Ok(n) if n > 0) {}
+                }
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn an_answer_cut_off_is_transient_and_an_answer_that_is_not_json_is_permanent() {
+        let once = Policy { attempts: 1, ..fast() };
+        let cut = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"auth";
+        let http = HttpDependency::new(&raw_server(cut, true).await, Duration::from_secs(5), dep(once).0).unwrap();
+        let r = http.post("/x", "k", &serde_json::json!({})).await;
+        assert!(matches!(r, Err(CallError::Exhausted { error: HttpError::Unreachable(_), .. })), "{r:?}");
+        let garbage = b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\nnot json!";
+        let http = HttpDependency::new(&raw_server(garbage, false).await, Duration::from_secs(5), dep(once).0).unwrap();
+        let r = http.post("/x", "k", &serde_json::json!({})).await;
+        assert!(matches!(r, Err(CallError::Permanent { error: HttpError::Body(_), .. })), "{r:?}");
+    }
 }
 
 /// Why an HTTP call to an outside system failed.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
-    #[error("unreachable or timed out: {0}")]
+    /// No answer: connection refused or lost (also while the body was read), or a timeout.
+    #[error("unreachable, timed out or cut off: {0}")]
     Unreachable(String),
     #[error("answered {status}: {body}")]
     Status { status: u16, body: String },
@@ -471,7 +512,9 @@ impl HttpDependency {
         &self.dependency
     }
 
-    /// `POST {base}{path}` with `body`; the JSON answer of a 2xx.
+    /// `POST {base}{path}` with `body`; the JSON answer of a 2xx. No answer, or an answer cut off
+    /// while its body was read, is [`HttpError::Unreachable`]; a whole body that is not JSON is
+    /// [`HttpError::Body`].
     pub async fn post(
         &self,
         path: &str,
@@ -494,7 +537,12 @@ impl HttpDependency {
                     let body = resp.text().await.unwrap_or_default();
                     return Err(HttpError::Status { status: status.as_u16(), body: body.chars().take(200).collect() });
                 }
-                resp.json::<serde_json::Value>().await.map_err(|e| HttpError::Body(e.to_string()))
+                // A connection lost while the body streams in is a transport failure (transient):
+                // the other side may have applied the call, and a retry with the same key gets its
+                // answer. Only a body that arrived whole but is not JSON is a permanent refusal.
+                let bytes =
+                    resp.bytes().await.map_err(|e| HttpError::Unreachable(format!("reading the answer: {e}")))?;
+                serde_json::from_slice(&bytes).map_err(|e| HttpError::Body(e.to_string()))
             })
             .await
     }
