@@ -1,228 +1,91 @@
 //! Simulated outside systems: the payment gateway and the shipping carrier the participants call
 //! over HTTP. They are real HTTP servers with knobs an operator (or a test) turns at run time, so
-//! failures can be produced on demand:
+//! failures can be produced on demand, including the hard one: an operation applied whose answer
+//! is lost.
 //!
-//! - `GET/PUT /admin/behaviour`: `{"latency_ms": 0, "error_rate": 0.0, "outage": false,
-//!   "failing_keys": []}`. `outage` answers every call `503`; `error_rate` answers that share of
-//!   calls `500`; `failing_keys` answers `500` to calls whose `Idempotency-Key` contains one of
-//!   them (a poison request).
-//! - `GET /admin/stats`: calls received, answered with an error, and distinct operations done.
+//! Layout: `sim` (knobs, the gate every keyed call passes, idempotency, tombstones, stats),
+//! `gateway` and `carrier` (each system's holdings and routes), `lost` (a dropped answer).
 //!
-//! Gateway: `POST /authorizations` `{"amount_cents", "currency"}` -> `201 {"authorization_id"}`;
-//! `POST /authorizations/{id}/capture`, `POST /authorizations/{id}/void` -> `200`. Carrier:
-//! `POST /shipments` `{"country"}` -> `201 {"tracking_number"}`. Every call carries an
-//! `Idempotency-Key` header; a repeated key gets the first answer and does nothing new (like a real
-//! payment API), so `stats.operations` counts effects, not calls.
+//! # Idempotency
+//!
+//! Every `POST` carries an `Idempotency-Key` header (`400` without one). Keys are scoped per
+//! operation (authorize, capture, void, void-by-key, book, cancel-by-key). The first answer of
+//! an applied operation (a 2xx) is recorded under its key; a repeat gets that answer again and
+//! applies nothing. Refusals (`404`, `409`, `422`) and knob failures are not recorded: a repeat is
+//! decided afresh. An operation undone by key before it was applied leaves a tombstone: its late
+//! call is refused `409` and applies nothing, and so is a repeat of an applied one undone by key.
+//! A call is gated, applied and recorded in one critical section: concurrent repeats of a key
+//! never apply twice.
+//!
+//! # Knobs: `GET/PUT /admin/behaviour`
+//!
+//! `{"latency_ms": 0, "error_rate": 0.0, "outage": false, "failing_keys": [], "ambiguous_rate":
+//! 0.0, "ambiguous_mode": "mixed", "refused_keys": []}`; every field is optional, and unknown
+//! fields, a bad mode or a rate outside 0.0..=1.0 are refused `422`. Each keyed call waits
+//! `latency_ms`, then the first of these that applies answers it, applying nothing:
+//! - `outage`: `503 {"error": "outage"}`;
+//! - `failing_keys`: a key containing one of them: `500 {"error": "failing key"}` (a poison request);
+//! - `refused_keys`: a key containing one of them: `422 {"error": "refused", "detail"}` (a
+//!   permanent refusal);
+//! - `error_rate`: that share of calls: `500 {"error": "random error"}`.
+//!
+//! Otherwise a tombstoned key is refused `409`, a seen key gets its first answer, and a new one
+//! is applied. Then `ambiguous_rate` loses that share of the answers of operations just applied
+//! (and recorded): `ambiguous_mode` `"error"` answers `500 {"error": "answer lost after
+//! applying"}`, `"drop"` answers `200` and drops the connection halfway through the body (see
+//! `lost`), `"mixed"` (the default) does either with even odds. Replays are never lost, so a
+//! retry with the same key recovers the first answer, whatever the rate.
+//!
+//! # `GET /admin/stats`
+//!
+//! `calls` (keyed calls received), `errors` (answered 5xx, the ambiguous `500`s included, dropped
+//! connections not), `operations` (applied and recorded), `ambiguous` (applied, answer lost),
+//! `refused` (by `refused_keys`); the gateway adds `authorized_open`, `captured`, `voided`, the
+//! carrier `booked` (currently) and `cancelled` (each a count of holdings by status).
+//!
+//! # Gateway
+//!
+//! - `POST /authorizations` `{"amount_cents", "currency"}` -> `201 {"authorization_id",
+//!   "amount_cents", "currency"}`; key tombstoned -> `409 {"error": "voided"}`.
+//! - `POST /authorizations/{id}/capture` -> `200 {"authorization_id", "status": "captured"}`;
+//!   unknown `404`; voided `409 {"error": "voided"}`; captured under another key `409 {"error":
+//!   "already_captured"}`.
+//! - `POST /authorizations/{id}/void` -> `200 {"authorization_id", "status": "voided"}` (also if
+//!   already voided); unknown `404`; captured `409 {"error": "captured"}`.
+//! - `POST /authorizations/void-by-key` `{"authorization_key": K}` -> `200 {"status": "voided",
+//!   "authorization_id"}` if the authorization made with key K is authorized or voided, `200
+//!   {"status": "nothing_to_void"}` if there is none; either way K is tombstoned for authorize.
+//!   Captured -> `409 {"error": "captured"}` (no tombstone); empty K -> `422`.
+//! - `GET /authorizations` -> `200 [{"authorization_id", "key", "amount_cents", "currency",
+//!   "status": "authorized" | "captured" | "voided"}]`, oldest first.
+//!
+//! # Carrier
+//!
+//! - `POST /shipments` `{"country"}` -> `201 {"tracking_number", "country"}`; key tombstoned ->
+//!   `409 {"error": "cancelled"}`.
+//! - `POST /shipments/cancel-by-key` `{"booking_key": K}` -> `200 {"status": "cancelled",
+//!   "tracking_number"}` or `200 {"status": "nothing_to_cancel"}`; either way K is tombstoned for
+//!   booking; empty K -> `422`.
+//! - `GET /shipments` -> `200 [{"tracking_number", "key", "country", "status": "booked" |
+//!   "cancelled"}]`, oldest first.
+//!
+//! Both also serve `/health/live` and `/health/ready`. From Rust, [`Sim`] offers the same:
+//! `set_behaviour`, `stats`, `authorizations`, `bookings`.
 
-use std::collections::HashMap;
+mod carrier;
+mod gateway;
+mod lost;
+mod sim;
+
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use rand::Rng;
-use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// What the simulated system does with calls, settable at run time.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Behaviour {
-    #[serde(default)]
-    pub latency_ms: u64,
-    #[serde(default)]
-    pub error_rate: f64,
-    #[serde(default)]
-    pub outage: bool,
-    #[serde(default)]
-    pub failing_keys: Vec<String>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Stats {
-    /// Calls received (admin calls excluded).
-    pub calls: u64,
-    /// Calls answered with a 5xx.
-    pub errors: u64,
-    /// Distinct operations done (idempotent repeats excluded).
-    pub operations: u64,
-}
-
-#[derive(Default)]
-struct Inner {
-    behaviour: Behaviour,
-    stats: Stats,
-    /// Idempotency key -> the first answer.
-    done: HashMap<String, (u16, Value)>,
-}
-
-/// One simulated system's state. Cheap to clone.
-#[derive(Clone, Default)]
-pub struct Sim {
-    name: &'static str,
-    inner: Arc<Mutex<Inner>>,
-}
-
-/// What a call may do next, decided under the lock.
-enum Gate {
-    Fail(StatusCode, &'static str),
-    Replay(u16, Value),
-    Go,
-}
-
-impl Sim {
-    pub fn new(name: &'static str) -> Self {
-        Sim { name, inner: Arc::default() }
-    }
-
-    pub fn behaviour(&self) -> Behaviour {
-        self.inner.lock().map(|i| i.behaviour.clone()).unwrap_or_default()
-    }
-
-    pub fn set_behaviour(&self, b: Behaviour) {
-        if let Ok(mut i) = self.inner.lock() {
-            tracing::info!(system = self.name, behaviour = ?b, "behaviour changed");
-            i.behaviour = b;
-        }
-    }
-
-    pub fn stats(&self) -> Stats {
-        self.inner.lock().map(|i| i.stats.clone()).unwrap_or_default()
-    }
-
-    /// Count the call and decide whether it fails, repeats an earlier answer, or goes ahead.
-    async fn gate(&self, key: &str) -> Gate {
-        let latency = self.behaviour().latency_ms;
-        if latency > 0 {
-            tokio::time::sleep(Duration::from_millis(latency)).await;
-        }
-        let Ok(mut i) = self.inner.lock() else { return Gate::Fail(StatusCode::INTERNAL_SERVER_ERROR, "poisoned") };
-        i.stats.calls += 1;
-        let b = &i.behaviour;
-        let fail = if b.outage {
-            Some((StatusCode::SERVICE_UNAVAILABLE, "outage"))
-        } else if b.failing_keys.iter().any(|k| key.contains(k.as_str())) {
-            Some((StatusCode::INTERNAL_SERVER_ERROR, "failing key"))
-        } else if b.error_rate > 0.0 && rand::rng().random_bool(b.error_rate.clamp(0.0, 1.0)) {
-            Some((StatusCode::INTERNAL_SERVER_ERROR, "random error"))
-        } else {
-            None
-        };
-        if let Some((status, why)) = fail {
-            i.stats.errors += 1;
-            return Gate::Fail(status, why);
-        }
-        match i.done.get(key) {
-            Some((status, body)) => Gate::Replay(*status, body.clone()),
-            None => Gate::Go,
-        }
-    }
-
-    /// Record the answer of a new operation under its key, and return it.
-    fn finish(&self, key: &str, status: StatusCode, body: Value) -> Response {
-        if let Ok(mut i) = self.inner.lock() {
-            i.stats.operations += 1;
-            i.done.insert(key.to_owned(), (status.as_u16(), body.clone()));
-        }
-        (status, Json(body)).into_response()
-    }
-
-    /// Run `op` behind the gate: failures and repeats never reach it.
-    async fn handle(&self, headers: &HeaderMap, op: impl FnOnce() -> (StatusCode, Value)) -> Response {
-        let Some(key) = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned) else {
-            return (StatusCode::BAD_REQUEST, Json(json!({"error": "Idempotency-Key header required"})))
-                .into_response();
-        };
-        match self.gate(&key).await {
-            Gate::Fail(status, why) => (status, Json(json!({"error": why}))).into_response(),
-            Gate::Replay(status, body) => {
-                (StatusCode::from_u16(status).unwrap_or(StatusCode::OK), Json(body)).into_response()
-            }
-            Gate::Go => {
-                let (status, body) = op();
-                self.finish(&key, status, body)
-            }
-        }
-    }
-}
-
-fn admin(sim: Sim) -> Router {
-    Router::new()
-        .route(
-            "/admin/behaviour",
-            get(|State(s): State<Sim>| async move { Json(s.behaviour()) }).put(
-                |State(s): State<Sim>, body: Result<Json<Behaviour>, axum::extract::rejection::JsonRejection>| async move {
-                    match body {
-                        Ok(Json(b)) if (0.0..=1.0).contains(&b.error_rate) => {
-                            s.set_behaviour(b.clone());
-                            Json(b).into_response()
-                        }
-                        Ok(_) => (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({"error": "error_rate must be 0.0..=1.0"})))
-                            .into_response(),
-                        Err(e) => (e.status(), Json(json!({"error": e.body_text()}))).into_response(),
-                    }
-                },
-            ),
-        )
-        .route("/admin/stats", get(|State(s): State<Sim>| async move { Json(s.stats()) }))
-        .route("/health/ready", get(|| async { Json(json!({"status": "ready"})) }))
-        .route("/health/live", get(|| async { Json(json!({"status": "live"})) }))
-        .with_state(sim)
-}
-
-#[derive(Deserialize)]
-struct AuthorizeBody {
-    amount_cents: i64,
-    currency: String,
-}
-
-/// The payment gateway's routes.
-pub fn gateway(sim: Sim) -> Router {
-    let authorize = |State(s): State<Sim>, headers: HeaderMap, Json(b): Json<AuthorizeBody>| async move {
-        s.handle(&headers, || {
-            let id = format!("auth-{}", uuid::Uuid::now_v7().simple());
-            (
-                StatusCode::CREATED,
-                json!({"authorization_id": id, "amount_cents": b.amount_cents, "currency": b.currency}),
-            )
-        })
-        .await
-    };
-    let settle = |what: &'static str| {
-        move |State(s): State<Sim>, headers: HeaderMap, Path(id): Path<String>| async move {
-            s.handle(&headers, || (StatusCode::OK, json!({"authorization_id": id, "status": what}))).await
-        }
-    };
-    Router::new()
-        .route("/authorizations", post(authorize))
-        .route("/authorizations/{id}/capture", post(settle("captured")))
-        .route("/authorizations/{id}/void", post(settle("voided")))
-        .with_state(sim.clone())
-        .merge(admin(sim))
-}
-
-#[derive(Deserialize)]
-struct ShipmentBody {
-    country: String,
-}
-
-/// The shipping carrier's routes.
-pub fn carrier(sim: Sim) -> Router {
-    let book = |State(s): State<Sim>, headers: HeaderMap, Json(b): Json<ShipmentBody>| async move {
-        s.handle(&headers, || {
-            let n: u64 = rand::rng().random_range(10_000_000..100_000_000);
-            (StatusCode::CREATED, json!({"tracking_number": format!("TRK{n}"), "country": b.country}))
-        })
-        .await
-    };
-    Router::new().route("/shipments", post(book)).with_state(sim.clone()).merge(admin(sim))
-}
+pub use carrier::{Booking, BookingStatus, carrier};
+pub use gateway::{Authorization, AuthorizationStatus, gateway};
+pub use sim::{AmbiguousMode, Behaviour, BehaviourError, Sim, Stats};
 
 /// A simulated system bound to an address (port 0 picks one), ready to serve.
 pub struct Server {
@@ -232,12 +95,10 @@ pub struct Server {
 }
 
 impl Server {
+    /// `name` `"carrier"` serves a carrier, anything else a payment gateway.
     pub async fn bind(name: &'static str, addr: SocketAddr) -> std::io::Result<Server> {
         let sim = Sim::new(name);
-        let router = match name {
-            "carrier" => carrier(sim.clone()),
-            _ => gateway(sim.clone()),
-        };
+        let router = if sim.is_carrier() { carrier(sim.clone()) } else { gateway(sim.clone()) };
         Ok(Server { sim, listener: TcpListener::bind(addr).await?, router })
     }
 
