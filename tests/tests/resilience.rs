@@ -166,7 +166,7 @@ async fn a_poison_command_is_dead_lettered_with_its_reasons_and_an_operator_repl
     };
     let p = TestPlatform::running(config).await;
     // Every authorization fails with a 500: transient, so retried in-process, then in delayed rounds.
-    p.gateway.set_behaviour(Behaviour { failing_keys: vec!["authorize_payment".into()], ..Behaviour::default() });
+    p.gateway.set_behaviour(Behaviour { failing_keys: vec![":authorize".into()], ..Behaviour::default() });
     let id = p.start_saga(&order("SKU-0003", 1, 100, "DE")).await;
     eventually("command dead-lettered", WAIT, || async {
         (depth(&p, "payment.commands.dlq").await == 1).then_some(())
