@@ -125,7 +125,8 @@ pub trait CallingHandler<M>: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Step<Self::Call>, HandlerError>> + Send + 'a;
 
     /// Make the call. An error leaves the intent in place for the message's next delivery.
-    fn call<'a>(&'a self, call: &'a Self::Call) -> impl Future<Output = Result<Self::Answer, HandlerError>> + Send + 'a;
+    fn call<'a>(&'a self, call: &'a Self::Call)
+    -> impl Future<Output = Result<Self::Answer, HandlerError>> + Send + 'a;
 
     /// Record the answer; returns the reply.
     fn finish<'a>(

@@ -147,7 +147,10 @@ mod tests {
         assert_eq!(on_authorize(Some(&row("authorizing", None))), OnAuthorize::Resume);
         assert_eq!(on_authorize(Some(&row("authorized", Some("a")))), OnAuthorize::Authorized("a".into()));
         assert_eq!(on_authorize(Some(&row("captured", Some("a")))), OnAuthorize::Authorized("a".into()));
-        assert_eq!(on_authorize(Some(&row("voiding", None))), OnAuthorize::Declined(VOIDED_BEFORE_AUTHORIZATION.into()));
+        assert_eq!(
+            on_authorize(Some(&row("voiding", None))),
+            OnAuthorize::Declined(VOIDED_BEFORE_AUTHORIZATION.into())
+        );
         assert_eq!(on_authorize(Some(&row("voided", None))), OnAuthorize::Declined(VOIDED_BEFORE_AUTHORIZATION.into()));
         let declined = Stored { decline_code: Some("limit_exceeded".into()), ..row("declined", None) };
         assert_eq!(on_authorize(Some(&declined)), OnAuthorize::Declined("limit_exceeded".into()));

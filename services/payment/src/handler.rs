@@ -42,7 +42,12 @@ impl CallingHandler<Command> for PaymentHandler {
     type Call = GatewayCall;
     type Answer = GatewayAnswer;
 
-    async fn begin(&self, tx: &mut PgConnection, _meta: &Meta, command: Command) -> Result<Step<GatewayCall>, HandlerError> {
+    async fn begin(
+        &self,
+        tx: &mut PgConnection,
+        _meta: &Meta,
+        command: Command,
+    ) -> Result<Step<GatewayCall>, HandlerError> {
         let order_id = command.order_id();
         infra::db::lock_entity(tx, order_id).await?;
         let stored = stored(tx, order_id).await?;
@@ -112,12 +117,11 @@ impl CallingHandler<Command> for PaymentHandler {
 
 /// The order's payment row, locked.
 async fn stored(tx: &mut PgConnection, order_id: Uuid) -> Result<Option<Stored>, sqlx::Error> {
-    let row: Option<(String, Option<String>, Option<String>)> = sqlx::query_as(
-        "SELECT status, authorization_id, decline_code FROM payments WHERE order_id = $1 FOR UPDATE",
-    )
-    .bind(order_id)
-    .fetch_optional(tx)
-    .await?;
+    let row: Option<(String, Option<String>, Option<String>)> =
+        sqlx::query_as("SELECT status, authorization_id, decline_code FROM payments WHERE order_id = $1 FOR UPDATE")
+            .bind(order_id)
+            .fetch_optional(tx)
+            .await?;
     Ok(row.map(|(status, authorization_id, decline_code)| Stored { status, authorization_id, decline_code }))
 }
 
@@ -143,7 +147,8 @@ impl PaymentHandler {
         stored: Option<&Stored>,
         c: AuthorizePayment,
     ) -> Result<Step<GatewayCall>, HandlerError> {
-        let call = GatewayCall::Authorize { order_id: c.order_id, amount_cents: c.amount_cents, currency: c.currency.clone() };
+        let call =
+            GatewayCall::Authorize { order_id: c.order_id, amount_cents: c.amount_cents, currency: c.currency.clone() };
         let reply = match domain::on_authorize(stored) {
             OnAuthorize::Resume => return Ok(Step::Call(call)),
             OnAuthorize::Authorized(authorization_id) => {
@@ -233,7 +238,11 @@ async fn authorized(
     }
 }
 
-async fn void(tx: &mut PgConnection, stored: Option<&Stored>, c: VoidPayment) -> Result<Step<GatewayCall>, HandlerError> {
+async fn void(
+    tx: &mut PgConnection,
+    stored: Option<&Stored>,
+    c: VoidPayment,
+) -> Result<Step<GatewayCall>, HandlerError> {
     let order_id = c.order_id;
     match domain::on_void(stored) {
         OnVoid::Tombstone => {

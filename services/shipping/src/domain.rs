@@ -31,9 +31,17 @@ pub enum OnSchedule {
     /// Nothing stored: check the destination, then record the intent and book.
     Start,
     /// An intent is stored: book again (the carrier answers from the booking's key).
-    Resume { country: String },
-    Scheduled { shipment_id: Uuid, tracking_number: String },
-    Rejected { code: &'static str, reason: String },
+    Resume {
+        country: String,
+    },
+    Scheduled {
+        shipment_id: Uuid,
+        tracking_number: String,
+    },
+    Rejected {
+        code: &'static str,
+        reason: String,
+    },
     Inconsistent(String),
 }
 
@@ -46,11 +54,12 @@ pub fn on_schedule(stored: Option<&Stored>) -> OnSchedule {
             code: "carrier_refused",
             reason: s.reason.clone().unwrap_or_else(|| "the carrier refused the booking".into()),
         },
-        ("cancelling" | "cancelled", _) => OnSchedule::Rejected {
-            code: "cancelled",
-            reason: "the shipment was cancelled before it was booked".into(),
-        },
-        (other, _) => OnSchedule::Inconsistent(format!("shipment {} is {other} without a tracking number", s.shipment_id)),
+        ("cancelling" | "cancelled", _) => {
+            OnSchedule::Rejected { code: "cancelled", reason: "the shipment was cancelled before it was booked".into() }
+        }
+        (other, _) => {
+            OnSchedule::Inconsistent(format!("shipment {} is {other} without a tracking number", s.shipment_id))
+        }
     }
 }
 
@@ -166,7 +175,10 @@ mod tests {
         for s in ["cancelling", "cancelled"] {
             assert!(matches!(on_schedule(Some(&row(s, None))), OnSchedule::Rejected { code: "cancelled", .. }), "{s}");
         }
-        assert!(matches!(on_schedule(Some(&row("rejected", None))), OnSchedule::Rejected { code: "carrier_refused", .. }));
+        assert!(matches!(
+            on_schedule(Some(&row("rejected", None))),
+            OnSchedule::Rejected { code: "carrier_refused", .. }
+        ));
         assert!(matches!(on_schedule(Some(&row("scheduled", None))), OnSchedule::Inconsistent(_)));
     }
 

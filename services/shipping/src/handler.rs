@@ -43,7 +43,12 @@ impl CallingHandler<Command> for ShippingHandler {
     type Call = CarrierCall;
     type Answer = CarrierAnswer;
 
-    async fn begin(&self, tx: &mut PgConnection, _meta: &Meta, command: Command) -> Result<Step<CarrierCall>, HandlerError> {
+    async fn begin(
+        &self,
+        tx: &mut PgConnection,
+        _meta: &Meta,
+        command: Command,
+    ) -> Result<Step<CarrierCall>, HandlerError> {
         let order_id = command.order_id();
         infra::db::lock_entity(tx, order_id).await?;
         let stored = stored(tx, order_id).await?;
@@ -59,7 +64,9 @@ impl CallingHandler<Command> for ShippingHandler {
 
     async fn call(&self, call: &CarrierCall) -> Result<CarrierAnswer, HandlerError> {
         let done = match call {
-            CarrierCall::Book { order_id, country } => self.carrier.book(*order_id, country).await.map(CarrierAnswer::Booked),
+            CarrierCall::Book { order_id, country } => {
+                self.carrier.book(*order_id, country).await.map(CarrierAnswer::Booked)
+            }
             CarrierCall::Cancel { order_id } => self.carrier.cancel(*order_id).await.map(|()| CarrierAnswer::Cancelled),
         };
         match done {
@@ -114,13 +121,20 @@ async fn stored(tx: &mut PgConnection, order_id: Uuid) -> Result<Option<Stored>,
     }))
 }
 
-async fn set_status(tx: &mut PgConnection, order_id: Uuid, status: &str, reason: Option<&str>) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE shipments SET status = $2, reason = coalesce($3, reason), updated_at = now() WHERE order_id = $1")
-        .bind(order_id)
-        .bind(status)
-        .bind(reason)
-        .execute(tx)
-        .await?;
+async fn set_status(
+    tx: &mut PgConnection,
+    order_id: Uuid,
+    status: &str,
+    reason: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE shipments SET status = $2, reason = coalesce($3, reason), updated_at = now() WHERE order_id = $1",
+    )
+    .bind(order_id)
+    .bind(status)
+    .bind(reason)
+    .execute(tx)
+    .await?;
     Ok(())
 }
 
@@ -131,7 +145,9 @@ fn answer(order_id: Uuid, next: OnSchedule) -> Result<Option<Reply>, HandlerErro
         OnSchedule::Scheduled { shipment_id, tracking_number } => {
             Some(Reply::ShipmentScheduled(ShipmentScheduled { order_id, shipment_id, tracking_number }))
         }
-        OnSchedule::Rejected { code, reason } => Some(Reply::ShipmentRejected(Rejected { order_id, code: code.into(), reason })),
+        OnSchedule::Rejected { code, reason } => {
+            Some(Reply::ShipmentRejected(Rejected { order_id, code: code.into(), reason }))
+        }
         OnSchedule::Inconsistent(what) => {
             return Err(HandlerError::Permanent { code: "inconsistent_shipment", message: what });
         }
@@ -166,7 +182,11 @@ impl ShippingHandler {
     }
 }
 
-async fn cancel(tx: &mut PgConnection, stored: Option<&Stored>, c: CancelShipment) -> Result<Step<CarrierCall>, HandlerError> {
+async fn cancel(
+    tx: &mut PgConnection,
+    stored: Option<&Stored>,
+    c: CancelShipment,
+) -> Result<Step<CarrierCall>, HandlerError> {
     let order_id = c.order_id;
     match domain::on_cancel(stored) {
         OnCancel::Tombstone => {

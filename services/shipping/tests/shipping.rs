@@ -1,9 +1,11 @@
 //! The shipping service on the real broker and database: schedule, refuse unsupported or
-//! non-ISO 3166-1 destinations, one shipment per order whatever the duplicates.
+//! non-ISO 3166-1 destinations, one shipment per order whatever the duplicates; cancel by the
+//! booking's key, before or after the carrier booked, and refuse the late schedule; a carrier
+//! refusal is a rejection; a lost answer is recovered.
 
 use std::time::Duration;
 
-use contracts::commands::ScheduleShipment;
+use contracts::commands::{CancelShipment, ScheduleShipment};
 use contracts::order::{Address, StockLine};
 use contracts::topology::REPLIES_EXCHANGE;
 use contracts::{Command, Reply};
@@ -80,4 +82,85 @@ async fn schedules_once_and_refuses_what_it_cannot_serve() {
     }
     token.cancel();
     handle.await.unwrap().unwrap();
+}
+
+struct Env {
+    _db: TestDb,
+    _vhost: TestVhost,
+    carrier: outside::Sim,
+    publisher: Publisher,
+    replies: Tap,
+    token: infra::CancellationToken,
+    handle: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+async fn env() -> Env {
+    let (vhost, db) = tokio::join!(TestVhost::create("shipping"), TestDb::create("shipping"));
+    let carrier = outside::Server::bind("carrier", "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let carrier_url = format!("http://{}", carrier.local_addr());
+    let sim = carrier.sim.clone();
+    tokio::spawn(carrier.run(infra::CancellationToken::new()));
+    let settings = ShippingSettings::for_tests(Settings::for_tests("shipping", &vhost.amqp_url, &db.url), &carrier_url);
+    let app = shipping::build(settings).await.expect("shipping starts");
+    let (token, handle) = spawn_app(app);
+    let broker = Broker::new(&vhost.amqp_url, 1, "test").unwrap();
+    let replies = Tap::bind(&broker, REPLIES_EXCHANGE, "shipping.*").await;
+    Env { _db: db, _vhost: vhost, carrier: sim, publisher: Publisher::new(broker), replies, token, handle }
+}
+
+impl Env {
+    async fn send(&mut self, id: Uuid, c: &Command, action: &str) -> Reply {
+        let k = contracts::envelope::idempotency_key(id, "schedule_shipment", action);
+        self.publisher.publish(&command(id, c, &k)).await.unwrap();
+        self.replies.next::<Reply>(WAIT).await.1
+    }
+
+    async fn stop(self) {
+        self.token.cancel();
+        self.handle.await.unwrap().unwrap();
+    }
+}
+
+fn cancel(order_id: Uuid) -> Command {
+    Command::CancelShipment(CancelShipment { order_id })
+}
+
+#[tokio::test]
+async fn a_cancel_reaches_the_carrier_by_key_before_or_after_the_booking_and_refuses_the_late_schedule() {
+    let mut e = env().await;
+    // After: the booking exists (the saga never learnt it), the cancel undoes it.
+    let booked = Uuid::now_v7();
+    assert!(matches!(e.send(booked, &schedule(booked, "DE"), "do").await, Reply::ShipmentScheduled(_)));
+    assert_eq!(e.carrier.stats().booked, Some(1));
+    assert!(matches!(e.send(booked, &cancel(booked), "compensate").await, Reply::ShipmentCancelled(_)));
+    let stats = e.carrier.stats();
+    assert_eq!((stats.booked, stats.cancelled), (Some(0), Some(1)), "{stats:?}");
+    // Before: nothing booked yet; the cancel leaves tombstones here and at the carrier.
+    let late = Uuid::now_v7();
+    assert!(matches!(e.send(late, &cancel(late), "compensate").await, Reply::ShipmentCancelled(_)));
+    match e.send(late, &schedule(late, "DE"), "do").await {
+        Reply::ShipmentRejected(r) => assert_eq!(r.code, "cancelled"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(e.carrier.stats().booked, Some(0), "the late schedule booked nothing");
+    e.stop().await;
+}
+
+#[tokio::test]
+async fn a_carrier_refusal_rejects_and_a_lost_answer_books_once() {
+    let mut e = env().await;
+    let refused = Uuid::now_v7();
+    e.carrier.set_behaviour(outside::Behaviour { refused_keys: vec![refused.to_string()], ..Default::default() });
+    match e.send(refused, &schedule(refused, "DE"), "do").await {
+        Reply::ShipmentRejected(r) => assert_eq!(r.code, "carrier_refused"),
+        other => panic!("{other:?}"),
+    }
+    e.carrier.set_behaviour(outside::Behaviour { ambiguous_rate: 1.0, ..Default::default() });
+    for _ in 0..3 {
+        let id = Uuid::now_v7();
+        assert!(matches!(e.send(id, &schedule(id, "FR"), "do").await, Reply::ShipmentScheduled(_)));
+    }
+    let stats = e.carrier.stats();
+    assert_eq!((stats.booked, stats.ambiguous, stats.operations), (Some(3), 3, 3), "{stats:?}");
+    e.stop().await;
 }
