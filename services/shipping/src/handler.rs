@@ -104,20 +104,29 @@ impl CallingHandler<Command> for ShippingHandler {
     }
 }
 
+#[derive(sqlx::FromRow)]
+struct Row {
+    status: String,
+    shipment_id: Uuid,
+    tracking_number: Option<String>,
+    country: String,
+    reason: Option<String>,
+}
+
 /// The order's shipment row, locked.
 async fn stored(tx: &mut PgConnection, order_id: Uuid) -> Result<Option<Stored>, sqlx::Error> {
-    let row: Option<(String, Uuid, Option<String>, String, Option<String>)> = sqlx::query_as(
+    let row: Option<Row> = sqlx::query_as(
         "SELECT status, shipment_id, tracking_number, country, reason FROM shipments WHERE order_id = $1 FOR UPDATE",
     )
     .bind(order_id)
     .fetch_optional(tx)
     .await?;
-    Ok(row.map(|(status, shipment_id, tracking_number, country, reason)| Stored {
-        status,
-        shipment_id,
-        tracking_number,
-        country,
-        reason,
+    Ok(row.map(|r| Stored {
+        status: r.status,
+        shipment_id: r.shipment_id,
+        tracking_number: r.tracking_number,
+        country: r.country,
+        reason: r.reason,
     }))
 }
 
