@@ -357,6 +357,30 @@ impl TestPlatform {
     }
 }
 
+/// The bearer token of `alice`, the operator every test platform knows (see [`TestConfig`]).
+pub const OPERATOR_TOKEN: &str = "Bearer alice-secret-token";
+
+impl TestPlatform {
+    /// `GET` an operator route of the first orchestrator, as alice.
+    pub async fn admin_get(&self, path: &str) -> reqwest::Response {
+        let url = format!("{}{path}", self.url(Service::Orchestrator));
+        self.http.get(url).header("authorization", OPERATOR_TOKEN).send().await.expect("GET admin")
+    }
+
+    /// `POST` a JSON body to an operator route of the first orchestrator, as alice.
+    pub async fn admin_post(&self, path: &str, body: Value) -> reqwest::Response {
+        let url = format!("{}{path}", self.url(Service::Orchestrator));
+        self.http.post(url).header("authorization", OPERATOR_TOKEN).json(&body).send().await.expect("POST admin")
+    }
+
+    /// Depth of a dead-letter queue, from `GET /admin/dlq`.
+    pub async fn dlq_depth(&self, queue: &str) -> u64 {
+        let v: Value = self.admin_get("/admin/dlq").await.json().await.expect("json");
+        let queues = v["queues"].as_array().cloned().unwrap_or_default();
+        queues.iter().find(|q| q["queue"] == queue).and_then(|q| q["depth"].as_u64()).expect("a dead-letter queue")
+    }
+}
+
 /// Current value of a metric series (`name{labels}`) on a process's `/metrics`; 0 if absent.
 pub async fn metric(http: &reqwest::Client, base: &str, series: &str) -> f64 {
     let text = http.get(format!("{base}/metrics")).send().await.expect("GET /metrics").text().await.expect("text");

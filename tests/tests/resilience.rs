@@ -17,26 +17,6 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 const WAIT: Duration = Duration::from_secs(45);
-const TOKEN: &str = "Bearer alice-secret-token";
-
-async fn admin_get(p: &TestPlatform, path: &str) -> reqwest::Response {
-    p.http.get(format!("{}{path}", p.url(Service::Orchestrator))).header("authorization", TOKEN).send().await.unwrap()
-}
-
-async fn admin_post(p: &TestPlatform, path: &str, body: Value) -> reqwest::Response {
-    p.http
-        .post(format!("{}{path}", p.url(Service::Orchestrator)))
-        .header("authorization", TOKEN)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn depth(p: &TestPlatform, queue: &str) -> u64 {
-    let v: Value = admin_get(p, "/admin/dlq").await.json().await.unwrap();
-    v["queues"].as_array().unwrap().iter().find(|q| q["queue"] == queue).and_then(|q| q["depth"].as_u64()).unwrap()
-}
 
 async fn breaker(p: &TestPlatform) -> String {
     let v: Value =
@@ -52,7 +32,6 @@ async fn payments_of(p: &TestPlatform, order_id: Uuid) -> i64 {
         .await
         .unwrap()
 }
-
 #[tokio::test]
 async fn a_gateway_outage_opens_the_breaker_sagas_wait_and_all_complete_after_recovery() {
     let config = TestConfig {
@@ -169,10 +148,10 @@ async fn a_poison_command_is_dead_lettered_with_its_reasons_and_an_operator_repl
     p.gateway.set_behaviour(Behaviour { failing_keys: vec![":authorize".into()], ..Behaviour::default() });
     let id = p.start_saga(&order("SKU-0003", 1, 100, "DE")).await;
     eventually("command dead-lettered", WAIT, || async {
-        (depth(&p, "payment.commands.dlq").await == 1).then_some(())
+        (p.dlq_depth("payment.commands.dlq").await == 1).then_some(())
     })
     .await;
-    let page: Value = admin_get(&p, "/admin/dlq/payment.commands.dlq/messages").await.json().await.unwrap();
+    let page: Value = p.admin_get("/admin/dlq/payment.commands.dlq/messages").await.json().await.unwrap();
     let m = &page["items"][0];
     assert_eq!(m["type"], "payment.authorize");
     assert_eq!(m["saga_id"], id.to_string());
@@ -192,12 +171,12 @@ async fn a_poison_command_is_dead_lettered_with_its_reasons_and_an_operator_repl
 
     // The cause is fixed; an operator replays it; the saga completes.
     p.gateway.set_behaviour(Behaviour::default());
-    let r: Value =
-        admin_post(&p, "/admin/dlq/payment.commands.dlq/replay", json!({"filter": {"saga_id": id.to_string()}}))
-            .await
-            .json()
-            .await
-            .unwrap();
+    let r: Value = p
+        .admin_post("/admin/dlq/payment.commands.dlq/replay", json!({"filter": {"saga_id": id.to_string()}}))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(r["replayed"], 1, "{r}");
     let saga = p.wait_for_status(id, "COMPLETED", WAIT).await;
     assert!(
@@ -210,7 +189,7 @@ async fn a_poison_command_is_dead_lettered_with_its_reasons_and_an_operator_repl
     // Replaying again finds nothing; a duplicate of the command (a second replay from elsewhere)
     // is recognised by payment's inbox and changes nothing.
     let again: Value =
-        admin_post(&p, "/admin/dlq/payment.commands.dlq/replay", json!({"all": true})).await.json().await.unwrap();
+        p.admin_post("/admin/dlq/payment.commands.dlq/replay", json!({"all": true})).await.json().await.unwrap();
     assert_eq!(again["replayed"], 0);
     let publisher = Publisher::new(Broker::new(&p.vhost.amqp_url, 1, "test").unwrap());
     let cmd = Command::AuthorizePayment(AuthorizePayment {
@@ -231,7 +210,7 @@ async fn a_poison_command_is_dead_lettered_with_its_reasons_and_an_operator_repl
     .await;
     assert_eq!(payments_of(&p, id).await, 1);
     assert_eq!(p.gateway.stats().operations, 2, "authorized once, captured once");
-    let audit: Value = admin_get(&p, "/admin/audit").await.json().await.unwrap();
+    let audit: Value = p.admin_get("/admin/audit").await.json().await.unwrap();
     let entry = &audit["items"][0];
     assert_eq!((entry["actor"].as_str(), entry["action"].as_str()), (Some("alice"), Some("replay")));
     assert_eq!(entry["saga_id"], id.to_string());
@@ -259,7 +238,7 @@ async fn the_operator_api_refuses_strangers_pages_without_consuming_and_audits_d
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 401);
-    assert_eq!(admin_get(&p, "/admin/dlq/nope.dlq/messages").await.status().as_u16(), 404);
+    assert_eq!(p.admin_get("/admin/dlq/nope.dlq/messages").await.status().as_u16(), 404);
 
     // Three undecodable commands for payment.
     let publisher = Publisher::new(Broker::new(&p.vhost.amqp_url, 1, "test").unwrap());
@@ -273,13 +252,13 @@ async fn the_operator_api_refuses_strangers_pages_without_consuming_and_audits_d
         publisher.publish_raw("saga.commands", "payment.authorize", true, props, b"{broken").await.unwrap();
         ids.push(id);
     }
-    eventually("three dead letters", WAIT, || async { (depth(&p, "payment.commands.dlq").await == 3).then_some(()) })
+    eventually("three dead letters", WAIT, || async { (p.dlq_depth("payment.commands.dlq").await == 3).then_some(()) })
         .await;
-    let first: Value = admin_get(&p, "/admin/dlq/payment.commands.dlq/messages?limit=2").await.json().await.unwrap();
+    let first: Value = p.admin_get("/admin/dlq/payment.commands.dlq/messages?limit=2").await.json().await.unwrap();
     assert_eq!(first["items"].as_array().unwrap().len(), 2);
     assert_eq!(first["next_offset"], 2);
     let second: Value =
-        admin_get(&p, "/admin/dlq/payment.commands.dlq/messages?limit=2&offset=2").await.json().await.unwrap();
+        p.admin_get("/admin/dlq/payment.commands.dlq/messages?limit=2&offset=2").await.json().await.unwrap();
     assert_eq!(second["items"].as_array().unwrap().len(), 1);
     assert!(second["next_offset"].is_null());
     let listed: Vec<&str> = first["items"]
@@ -294,50 +273,47 @@ async fn the_operator_api_refuses_strangers_pages_without_consuming_and_audits_d
     let mut expected: Vec<&str> = ids.iter().map(String::as_str).collect();
     expected.sort_unstable();
     assert_eq!(sorted, expected, "every dead letter listed once");
-    assert_eq!(depth(&p, "payment.commands.dlq").await, 3, "listing consumed nothing");
-    let again: Value = admin_get(&p, "/admin/dlq/payment.commands.dlq/messages?limit=3").await.json().await.unwrap();
+    assert_eq!(p.dlq_depth("payment.commands.dlq").await, 3, "listing consumed nothing");
+    let again: Value = p.admin_get("/admin/dlq/payment.commands.dlq/messages?limit=3").await.json().await.unwrap();
     let relisted: Vec<&str> =
         again["items"].as_array().unwrap().iter().map(|m| m["message_id"].as_str().unwrap()).collect();
     assert_eq!(relisted, listed, "listing keeps the queue's order");
     let one: Value =
-        admin_get(&p, &format!("/admin/dlq/payment.commands.dlq/messages/{}", ids[1])).await.json().await.unwrap();
+        p.admin_get(&format!("/admin/dlq/payment.commands.dlq/messages/{}", ids[1])).await.json().await.unwrap();
     assert_eq!(one["reason"], "invalid_body");
     assert_eq!(one["body"], "{broken");
-    assert_eq!(admin_get(&p, "/admin/dlq/payment.commands.dlq/messages/nope").await.status().as_u16(), 404);
-    assert_eq!(admin_get(&p, "/admin/dlq/payment.commands.dlq/messages?limit=0").await.status().as_u16(), 400);
+    assert_eq!(p.admin_get("/admin/dlq/payment.commands.dlq/messages/nope").await.status().as_u16(), 404);
+    assert_eq!(p.admin_get("/admin/dlq/payment.commands.dlq/messages?limit=0").await.status().as_u16(), 400);
 
     // A discard needs a reason and a selection.
     assert_eq!(
-        admin_post(&p, "/admin/dlq/payment.commands.dlq/discard", json!({"message_id": ids[0]}))
-            .await
-            .status()
-            .as_u16(),
+        p.admin_post("/admin/dlq/payment.commands.dlq/discard", json!({"message_id": ids[0]})).await.status().as_u16(),
         400
     );
     assert_eq!(
-        admin_post(&p, "/admin/dlq/payment.commands.dlq/discard", json!({"reason": "junk"})).await.status().as_u16(),
+        p.admin_post("/admin/dlq/payment.commands.dlq/discard", json!({"reason": "junk"})).await.status().as_u16(),
         400
     );
     assert_eq!(
-        admin_post(&p, "/admin/dlq/payment.commands.dlq/replay", json!({"bogus": 1})).await.status().as_u16(),
+        p.admin_post("/admin/dlq/payment.commands.dlq/replay", json!({"bogus": 1})).await.status().as_u16(),
         400
     );
-    let d: Value =
-        admin_post(&p, "/admin/dlq/payment.commands.dlq/discard", json!({"message_id": ids[0], "reason": "test junk"}))
-            .await
-            .json()
-            .await
-            .unwrap();
+    let d: Value = p
+        .admin_post("/admin/dlq/payment.commands.dlq/discard", json!({"message_id": ids[0], "reason": "test junk"}))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(d["discarded"], 1);
-    assert_eq!(depth(&p, "payment.commands.dlq").await, 2);
-    let audit: Value = admin_get(&p, "/admin/audit").await.json().await.unwrap();
+    assert_eq!(p.dlq_depth("payment.commands.dlq").await, 2);
+    let audit: Value = p.admin_get("/admin/audit").await.json().await.unwrap();
     let e = &audit["items"][0];
     assert_eq!(
         (e["actor"].as_str(), e["action"].as_str(), e["reason"].as_str()),
         (Some("alice"), Some("discard"), Some("test junk"))
     );
     assert_eq!(e["message_id"], ids[0].as_str());
-    let queues: Value = admin_get(&p, "/admin/dlq").await.json().await.unwrap();
+    let queues: Value = p.admin_get("/admin/dlq").await.json().await.unwrap();
     assert_eq!(queues["queues"].as_array().unwrap().len(), 5, "one DLQ per consuming queue");
     p.shutdown().await;
 }

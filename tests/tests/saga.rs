@@ -514,23 +514,41 @@ async fn quorum_queues_run_the_same_saga() {
 
 #[tokio::test]
 async fn a_saga_that_cannot_be_read_is_failed_visibly_instead_of_retried_forever() {
-    let p = TestPlatform::running(short_timeouts()).await;
-    // A row the engine cannot decode (a bug, or a hand edit), with its deadline passed.
+    let p = TestPlatform::new(short_timeouts()).await;
+    for s in [Service::Orchestrator, Service::Inventory, Service::Shipping, Service::Notification] {
+        p.start(s).await;
+    }
+    let before = p.stock("SKU-0012").await;
+    let id = p.start_saga(&order("SKU-0012", 2, 100, "DE")).await;
+    p.wait_for(id, "stock reserved, payment awaited", WAIT, |s| s["current_step"] == "authorize_payment").await;
+    // Its state no longer decodes (a bug, or a hand edit), and its deadline passed.
     let db = sqlx::PgPool::connect(p.database_url(Service::Orchestrator)).await.unwrap();
-    let id = Uuid::now_v7();
     sqlx::query(
-        "INSERT INTO sagas (id, definition, status, current_step, state, data, deadline)
-         VALUES ($1, 'order', 'RUNNING', 'reserve_inventory', '{\"not\": \"a state\"}', '{}', now() - interval '1 second')",
+        "UPDATE sagas SET state = '{\"not\": \"a state\"}', deadline = now() - interval '1 second' WHERE id = $1",
     )
     .bind(id)
     .execute(&db)
     .await
     .unwrap();
     let saga = p.wait_for_status(id, "FAILED", WAIT).await;
-    assert!(saga["failure_reason"].as_str().unwrap().contains("cannot be read"), "{saga}");
+    let reason = saga["failure_reason"].as_str().unwrap();
+    assert!(reason.contains("cannot be read") && reason.contains("sent payment.void, inventory.release"), "{saga}");
     assert!(saga["deadline"].is_null());
     let last = saga["timeline"].as_array().unwrap().last().cloned().unwrap();
     assert_eq!((last["kind"].as_str(), last["status"].as_str()), (Some("failed"), Some("FAILED")), "{saga}");
+    let sent: Vec<&str> = last["sent"].as_array().unwrap().iter().map(|m| m["type"].as_str().unwrap()).collect();
+    assert_eq!(sent, ["payment.void", "inventory.release", "order.failed"]);
+    // What it held is given back, and the customer is told.
+    eventually("stock released", WAIT, || async { (p.stock("SKU-0012").await == before).then_some(()) }).await;
+    let notes = p.wait_for_notifications(id, WAIT).await;
+    assert_eq!(notes[0]["kind"], "failure");
+    // The unanswered authorize, whenever payment comes, is refused: the void left a tombstone.
+    p.start(Service::Payment).await;
+    eventually("the void is applied", WAIT, || async {
+        (payment_status(&p, id).await.as_deref() == Some("voided")).then_some(())
+    })
+    .await;
+    assert_eq!(p.gateway.stats().authorized_open, Some(0));
     // Other sagas are not held up by it.
     let ok = p.start_saga(&order("SKU-0011", 1, 100, "DE")).await;
     p.wait_for_status(ok, "COMPLETED", WAIT).await;

@@ -48,6 +48,10 @@ pub enum EngineError {
     /// An operator's verb that makes no sense for the saga as it is.
     #[error("refused: {0}")]
     Refused(String),
+    /// No known definition can drive the saga now (its version is unknown here, or its state does
+    /// not fit): a reply for it is not consumed, so it can be applied once that is fixed.
+    #[error("saga {0} cannot be driven by this orchestrator now (see its incident)")]
+    Undriveable(Uuid),
     /// Something that cannot happen did (a kernel or storage invariant broke).
     #[error("invariant broken: {0}")]
     Invariant(String),

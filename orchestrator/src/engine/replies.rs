@@ -14,7 +14,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::{Cause, Engine, EngineError};
-use crate::kernel::{DeadLetter, Decision, Input};
+use crate::kernel::{DeadLetter, Decision, Ignored, Input};
 use crate::store::{self, Locked, TimelineEntry};
 
 impl Engine {
@@ -36,6 +36,12 @@ impl Engine {
         let cause = Cause { kind: "reply", message_id: Some(meta.message_id), message_type: Some(&meta.message_type) };
         let input = Input::Reply { message_type: &meta.message_type, reply };
         match self.decide(&mut tx, &saga, input, &cause).await? {
+            Decision::Ignored(Ignored::InIncident) => {
+                // Only a saga no definition here can drive ignores a reply for its incident: keep
+                // the reply out of the inbox, so its next delivery is applied once that is fixed.
+                tx.rollback().await?;
+                return Err(EngineError::Undriveable(saga.id));
+            }
             Decision::Applied { state, note, .. } => {
                 self.observe_step(&saga, reply);
                 tx.commit().await?;
@@ -156,6 +162,8 @@ impl DeliveryHandler for ReplyHandler {
         match self.0.apply_reply(&meta, &reply).await {
             Ok(()) => Outcome::Ack,
             Err(EngineError::UnknownSaga(id)) => unknown(id),
+            // Parked for delayed rounds, then its dead-letter queue, where an operator can replay it.
+            Err(e @ EngineError::Undriveable(_)) => Outcome::Retry { reason: e.to_string() },
             Err(e) if e.is_unreadable() => Outcome::DeadLetter { code: "corrupt_saga", error: e.to_string() },
             Err(e) => Outcome::Retry { reason: e.to_string() },
         }
