@@ -118,7 +118,9 @@ pub struct Settings {
     pub queue_type: QueueType,
     /// Quorum queues only: deliveries before the broker dead-letters a message.
     pub delivery_limit: u32,
-    /// Unacknowledged deliveries per consumer (basic.qos), which is also its concurrency.
+    /// Unacknowledged deliveries per consumer (basic.qos), which is also its concurrency. A value
+    /// above `db_pool_size` is warned about at start: deliveries beyond the pool wait for a
+    /// connection.
     pub prefetch: u16,
     pub db_pool_size: u32,
     pub amqp_pool_size: usize,
@@ -167,7 +169,7 @@ impl Settings {
             http_addr: env.parse("HTTP_ADDR", SocketAddr::from(([127, 0, 0, 1], default_port)))?,
             queue_type: env.parse("QUEUE_TYPE", QueueType::Classic)?,
             delivery_limit: env.at_least("DELIVERY_LIMIT", 20, 1)?,
-            prefetch: env.at_least("PREFETCH", 32, 1)?,
+            prefetch: env.at_least("PREFETCH", 16, 1)?,
             db_pool_size: env.at_least("DB_POOL_SIZE", 16, 1)?,
             amqp_pool_size: env.at_least("AMQP_POOL_SIZE", 4, 1)?,
             shutdown_timeout: env.millis("SHUTDOWN_TIMEOUT_MS", 10_000)?,

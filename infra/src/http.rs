@@ -151,7 +151,7 @@ fn json_problem(rejection: JsonRejection) -> Problem {
 }
 
 /// A named readiness check: `Ok(detail)` when ready, `Err(detail)` when not.
-pub type Check = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<Value, String>> + Send>> + Send + Sync>;
+pub type Check = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<Value, Value>> + Send>> + Send + Sync>;
 
 /// What `/health/ready` looks at.
 #[derive(Clone)]
@@ -196,7 +196,7 @@ async fn ready(State(h): State<Health>) -> Response {
             }
             Err(detail) => {
                 ok = false;
-                checks.insert((*name).into(), json!(detail));
+                checks.insert((*name).into(), detail);
             }
         }
     }

@@ -13,7 +13,8 @@
 //! - [`http`]: health, readiness, `/metrics`, `problem+json` errors, serving with graceful shutdown.
 //! - [`resilience`]: circuit breakers and retries around calls to outside systems.
 //! - [`platform`]: wires the above into one process and runs it until a shutdown signal.
-//! - [`shutdown`]: SIGTERM/SIGINT into a cancellation token.
+//! - [`shutdown`]: SIGTERM/SIGINT into a cancellation token; [`supervisor`]: background tasks
+//!   restarted with back-off after a panic, counted, and shown in readiness.
 //! - `testing` (feature `testing`): throwaway databases and vhosts for tests, and `eventually`.
 
 pub mod amqp;
@@ -27,6 +28,7 @@ pub mod participant;
 pub mod platform;
 pub mod resilience;
 pub mod shutdown;
+pub mod supervisor;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;

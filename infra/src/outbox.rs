@@ -159,6 +159,7 @@ impl Row {
 }
 
 /// Publishes the outbox. One per process; several processes may share a database.
+#[derive(Clone)]
 pub struct Relay {
     pub pool: PgPool,
     pub publisher: Arc<Publisher>,

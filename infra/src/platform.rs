@@ -1,6 +1,7 @@
 //! One process, wired: [`Platform`] holds the plumbing (database pool, broker, publisher, outbox
 //! waker, metrics) and [`Application`] runs a process made of it: an HTTP server, consumers, the outbox
-//! relay and any background jobs, until a shutdown signal.
+//! relay and any background jobs, until a shutdown signal. Every consumer, job and the relay runs
+//! under the [`Supervisor`]: restarted with back-off if it panics or stops, shown in readiness.
 //!
 //! Shutdown order: the token stops intake (HTTP stops accepting, consumers cancel, jobs stop);
 //! in-flight work drains under `shutdown_timeout`; then the relay publishes what that work
@@ -25,6 +26,7 @@ use crate::config::{Settings, redact_url};
 use crate::http::{self, Check, Health};
 use crate::metrics::Metrics;
 use crate::outbox::{OutboxWaker, Relay};
+use crate::supervisor::Supervisor;
 
 /// Why a process could not start. Each names what to check.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +77,15 @@ impl Platform {
     /// Connect to the database and apply migrations, connect to the broker and declare the
     /// topology. Fails with a clear error if either is unreachable.
     pub async fn start(settings: Settings, migrator: &Migrator) -> Result<Self, StartupError> {
+        if u32::from(settings.prefetch) > settings.db_pool_size {
+            tracing::warn!(
+                prefetch = settings.prefetch,
+                db_pool_size = settings.db_pool_size,
+                "PREFETCH is larger than DB_POOL_SIZE: deliveries beyond the pool wait for a connection \
+                 (and take a delayed retry round after the pool's 10 s timeout); keep PREFETCH at or below \
+                 DB_POOL_SIZE unless most of a handler's time is spent in outside calls"
+            );
+        }
         let db = crate::db::connect(&settings.database_url, settings.db_pool_size)
             .await
             .map_err(|source| StartupError::Database { url: redact_url(&settings.database_url), source })?;
@@ -122,7 +133,8 @@ impl Platform {
     }
 }
 
-type Job = Box<dyn FnOnce(CancellationToken) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+/// A background job: called again for every (re)start, with the token that stops it.
+type Job = Box<dyn FnMut(CancellationToken) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
 
 /// A runnable process: HTTP, consumers, background jobs and the outbox relay.
 pub struct Application {
@@ -170,8 +182,11 @@ impl Application {
         let (broker, publisher, metrics) = (p.broker.clone(), p.publisher.clone(), p.metrics.clone());
         let handler = Arc::new(handler);
         self.jobs.push((
-            format!("consumer {queue}"),
-            Box::new(move |token| Box::pin(consumer::run(broker, publisher, config, handler, metrics, token))),
+            format!("consumer:{queue}"),
+            Box::new(move |token| {
+                let (broker, publisher, config) = (broker.clone(), publisher.clone(), config.clone());
+                Box::pin(consumer::run(broker, publisher, config, handler.clone(), metrics.clone(), token))
+            }),
         ));
         self
     }
@@ -208,10 +223,11 @@ impl Application {
         self.consume_with(config, processor)
     }
 
-    /// Run a background job until its token is cancelled.
-    pub fn job<F, Fut>(mut self, name: &str, job: F) -> Self
+    /// Run a background job until its token is cancelled; `job` is called again to restart it
+    /// if it panics or returns early.
+    pub fn job<F, Fut>(mut self, name: &str, mut job: F) -> Self
     where
-        F: FnOnce(CancellationToken) -> Fut + Send + 'static,
+        F: FnMut(CancellationToken) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
         self.jobs.push((name.to_owned(), Box::new(move |token| Box::pin(job(token)))));
@@ -220,23 +236,39 @@ impl Application {
 
     /// Run until `shutdown` is cancelled; then drain and return.
     pub async fn run(self, shutdown: CancellationToken) -> std::io::Result<()> {
-        let Application { platform, listener, router, jobs, checks } = self;
+        let Application { platform, listener, router, mut jobs, mut checks } = self;
         let deadline = platform.settings.shutdown_timeout;
-        let intake = TaskTracker::new();
-        for (name, job) in jobs {
-            let token = shutdown.clone();
-            intake.spawn(async move {
-                job(token).await;
-                tracing::debug!(job = %name, "stopped");
-            });
-        }
+        let supervisor = Supervisor::new(&platform.metrics.registry).map_err(std::io::Error::other)?;
         // Dedupe records are kept for `inbox_retention`, pruned about ten times per period.
         let (pool, retention) = (platform.db.clone(), platform.settings.inbox_retention);
         let every = (retention / 10).min(std::time::Duration::from_secs(3600));
-        intake.spawn(crate::inbox::retention_job(pool, retention, every, shutdown.clone()));
+        jobs.push((
+            "inbox_retention".into(),
+            Box::new(move |token| Box::pin(crate::inbox::retention_job(pool.clone(), retention, every, token))),
+        ));
+        let intake = TaskTracker::new();
+        for (name, mut job) in jobs {
+            let (token, supervisor) = (shutdown.clone(), supervisor.clone());
+            intake.spawn(async move {
+                supervisor.supervise(&name, token, &mut job).await;
+                tracing::debug!(job = %name, "stopped");
+            });
+        }
         intake.close();
+        // The relay outlives intake: it publishes what in-flight work commits while draining.
         let relay_token = CancellationToken::new();
-        let relay = tokio::spawn(platform.relay().run(relay_token.clone()));
+        let relay = {
+            let (relay, token, supervisor) = (platform.relay(), relay_token.clone(), supervisor.clone());
+            tokio::spawn(async move { supervisor.supervise("outbox_relay", token, |t| relay.clone().run(t)).await })
+        };
+        let report = supervisor.clone();
+        checks.push((
+            "tasks",
+            Arc::new(move || {
+                let report = report.report();
+                Box::pin(async move { report })
+            }),
+        ));
         let health = Health {
             db: platform.db.clone(),
             broker: platform.broker.clone(),

@@ -240,7 +240,7 @@ pub enum CallError<E> {
 /// take whole seconds, so this is tokio-retry's backoff, which failsafe accepts as any iterator.
 type OpenBackoff = std::iter::Map<ExponentialBackoff, fn(Duration) -> Duration>;
 
-fn equal_jitter(d: Duration) -> Duration {
+pub(crate) fn equal_jitter(d: Duration) -> Duration {
     d / 2 + jitter(d / 2)
 }
 

@@ -295,3 +295,33 @@ async fn a_consumer_whose_queue_vanished_declares_the_topology_again_and_goes_on
     token.cancel();
     run.await.unwrap();
 }
+
+#[tokio::test]
+async fn a_handler_that_panics_does_not_lose_or_pin_its_delivery() {
+    let vhost = TestVhost::create("transport").await;
+    let broker = broker(&vhost).await;
+    let publisher = Arc::new(Publisher::new(broker.clone()));
+    let handler = Arc::new(Scripted {
+        calls: AtomicUsize::new(0),
+        outcome: |n| if n == 0 { panic!("a bug in a handler") } else { Outcome::Ack },
+    });
+    let metrics = Metrics::new();
+    let token = CancellationToken::new();
+    let run = tokio::spawn(consumer::run(
+        broker.clone(),
+        publisher.clone(),
+        consumer_config(3),
+        handler.clone(),
+        metrics.clone(),
+        token.clone(),
+    ));
+    publisher.publish(&command(Uuid::now_v7())).await.unwrap();
+    eventually("handled after a delayed round", Duration::from_secs(10), || async {
+        (metrics.acked.with_label_values(&[INVENTORY_QUEUE]).get() == 1).then_some(())
+    })
+    .await;
+    assert_eq!(handler.calls.load(Ordering::SeqCst), 2);
+    assert_eq!(metrics.retried.with_label_values(&[INVENTORY_QUEUE]).get(), 1);
+    token.cancel();
+    run.await.unwrap();
+}

@@ -72,6 +72,6 @@ pub async fn build(settings: OrchestratorSettings) -> Result<Application, Startu
         .routes(api::router(engine.clone()))
         .routes(admin::router(admin))
         .consume(ORCHESTRATOR_QUEUE, ReplyHandler(engine))
-        .job("timeout scanner", move |token| scanner::run(scanner_engine, token))
-        .job("saga gauges", move |token| metrics::refresh(pool, gauges, GAUGE_INTERVAL, token)))
+        .job("timeout_scanner", move |token| scanner::run(scanner_engine.clone(), token))
+        .job("saga_gauges", move |token| metrics::refresh(pool.clone(), gauges.clone(), GAUGE_INTERVAL, token)))
 }

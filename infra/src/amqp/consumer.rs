@@ -7,6 +7,7 @@
 //! idempotent); a handler that fails returns an outcome instead of ending the loop.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,7 +16,7 @@ use contracts::envelope::headers;
 use contracts::notices::{DeadLettered, Waiting};
 use contracts::topology::{self, DEAD_LETTER_EXCHANGE, REPLIES_EXCHANGE, RETRY_EXCHANGE};
 use contracts::{Message, Meta, Notice};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::FieldTable;
@@ -183,7 +184,19 @@ async fn handle_one<H: DeliveryHandler>(
             properties: delivery.properties.clone(),
             body: delivery.data.clone(),
         };
-        let outcome = handler.handle(&incoming).await;
+        // A handler that panics must not leave its delivery unsettled (holding a prefetch slot):
+        // the message takes a delayed retry round like any transient failure.
+        let outcome = match AssertUnwindSafe(handler.handle(&incoming)).catch_unwind().await {
+            Ok(outcome) => outcome,
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned());
+                tracing::error!(panic = what.as_deref().unwrap_or("(no message)"), "handler panicked");
+                Outcome::Retry { reason: format!("handler panicked: {}", what.unwrap_or_default()) }
+            }
+        };
         let settled = settle(&delivery, &incoming, outcome, &publisher, &config, &metrics).await;
         if let Err(error) = settled {
             // The broker redelivers what we could not settle; handlers are idempotent.
