@@ -1,6 +1,9 @@
 //! The real binaries, as `infra/dev up` runs them: six processes configured only through
 //! environment variables, on this test's own vhost and databases. An order submitted over HTTP
-//! completes across them, and SIGTERM stops every one of them cleanly (exit status 0).
+//! completes across them, and SIGTERM stops every one of them cleanly (exit status 0). Under
+//! outside calls whose answers are lost after they were applied, and `kill -9` of payment and
+//! shipping in the middle of the work, every saga ends, nothing stays held at the gateway, nothing
+//! is captured or booked twice, and what the outside systems hold matches the sagas.
 //!
 //! The other end-to-end tests start the same `build` functions in-process (faster, and they can
 //! stop and start single services); this one proves the `main.rs` wiring, the environment
@@ -87,40 +90,62 @@ fn env(k: &str, v: impl Into<String>) -> (String, String) {
     (k.to_owned(), v.into())
 }
 
-#[tokio::test]
-async fn the_binaries_run_a_saga_and_stop_cleanly_on_sigterm() {
-    tokio::task::spawn_blocking(build_binaries).await.expect("build");
-    let p = TestPlatform::new(TestConfig::default()).await;
-    let dir = std::env::temp_dir().join(format!("saga-processes-{}", uuid::Uuid::now_v7()));
-    std::fs::create_dir_all(&dir).expect("log dir");
+/// The six binaries running on one test platform's vhost and databases.
+struct Cluster {
+    /// `outside` first, then [`Service::ALL`] in order.
+    procs: Vec<Proc>,
+    envs: Vec<Vec<(String, String)>>,
+    /// Base URLs of the five platform processes, in [`Service::ALL`] order.
+    urls: Vec<String>,
+    gateway: String,
+    carrier: String,
+    dir: PathBuf,
+}
 
-    let (gateway, carrier) = (free_port(), free_port());
-    let mut procs = vec![spawn(
-        "outside",
-        &[
+impl Cluster {
+    /// Start every binary with `extra` environment on top of the wiring, and wait until ready.
+    async fn start(p: &TestPlatform, extra: &[(String, String)]) -> Cluster {
+        tokio::task::spawn_blocking(build_binaries).await.expect("build");
+        let dir = std::env::temp_dir().join(format!("saga-processes-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).expect("log dir");
+        let (gateway, carrier) = (free_port(), free_port());
+        let mut envs = vec![vec![
             env("OUTSIDE_GATEWAY_ADDR", format!("127.0.0.1:{gateway}")),
             env("OUTSIDE_CARRIER_ADDR", format!("127.0.0.1:{carrier}")),
-        ],
-        &dir,
-    )];
-    let mut urls = Vec::new();
-    for service in Service::ALL {
-        let (name, prefix) = (service.name(), service.name().to_uppercase());
-        let port = free_port();
-        let mut envs = vec![
-            env("AMQP_URL", p.vhost.amqp_url.clone()),
-            env(&format!("{prefix}_DATABASE_URL"), p.database_url(service)),
-            env(&format!("{prefix}_HTTP_ADDR"), format!("127.0.0.1:{port}")),
-            env("PAYMENT_GATEWAY_URL", format!("http://127.0.0.1:{gateway}")),
-            env("SHIPPING_CARRIER_URL", format!("http://127.0.0.1:{carrier}")),
-        ];
-        if service == Service::Orchestrator {
-            envs.push(env("ORCHESTRATOR_ADMIN_TOKENS", "ops=a-long-enough-operator-token"));
+        ]];
+        let mut urls = Vec::new();
+        for service in Service::ALL {
+            let (prefix, port) = (service.name().to_uppercase(), free_port());
+            let mut e = vec![
+                env("AMQP_URL", p.vhost.amqp_url.clone()),
+                env(&format!("{prefix}_DATABASE_URL"), p.database_url(service)),
+                env(&format!("{prefix}_HTTP_ADDR"), format!("127.0.0.1:{port}")),
+                env("PAYMENT_GATEWAY_URL", format!("http://127.0.0.1:{gateway}")),
+                env("SHIPPING_CARRIER_URL", format!("http://127.0.0.1:{carrier}")),
+                env("ORCHESTRATOR_ADMIN_TOKENS", "ops=a-long-enough-operator-token"),
+            ];
+            e.extend_from_slice(extra);
+            envs.push(e);
+            urls.push(format!("http://127.0.0.1:{port}"));
         }
-        procs.push(spawn(name, &envs, &dir));
-        urls.push(format!("http://127.0.0.1:{port}"));
+        let names = std::iter::once("outside").chain(Service::ALL.map(Service::name));
+        let procs = names.zip(&envs).map(|(name, e)| spawn(name, e, &dir)).collect();
+        let cluster = Cluster {
+            procs,
+            envs,
+            urls,
+            gateway: format!("http://127.0.0.1:{gateway}"),
+            carrier: format!("http://127.0.0.1:{carrier}"),
+            dir,
+        };
+        for i in 0..Service::ALL.len() {
+            cluster.ready(p, i).await;
+        }
+        cluster
     }
-    for url in &urls {
+
+    async fn ready(&self, p: &TestPlatform, i: usize) {
+        let url = &self.urls[i];
         eventually("ready", WAIT, || async {
             let r = p.http.get(format!("{url}/health/ready")).send().await.ok()?;
             r.status().is_success().then_some(())
@@ -128,7 +153,47 @@ async fn the_binaries_run_a_saga_and_stop_cleanly_on_sigterm() {
         .await;
     }
 
-    let orchestrator = &urls[0];
+    fn index(service: Service) -> usize {
+        Service::ALL.iter().position(|s| *s == service).expect("a service")
+    }
+
+    /// `kill -9` a platform process, start it again with the same environment, wait until ready.
+    async fn crash_and_restart(&mut self, p: &TestPlatform, service: Service) {
+        let i = Self::index(service);
+        let proc = &mut self.procs[i + 1];
+        let pid = proc.child.id().to_string();
+        assert!(Command::new("kill").args(["-KILL", &pid]).status().expect("run kill").success());
+        let status = exit_status(&mut proc.child, Duration::from_secs(10)).await;
+        assert!(!status.success(), "{} was killed", service.name());
+        self.procs[i + 1] = spawn(service.name(), &self.envs[i + 1], &self.dir);
+        self.ready(p, i).await;
+    }
+
+    /// SIGTERM every process (participants first, then the orchestrator, then the simulators):
+    /// each stops its intake, drains, and exits 0.
+    async fn stop(mut self) {
+        for proc in self.procs.iter_mut().rev() {
+            let pid = proc.child.id().to_string();
+            let sent = Command::new("kill").args(["-TERM", &pid]).status().expect("run kill");
+            assert!(sent.success(), "kill -TERM {pid}");
+            let status = exit_status(&mut proc.child, Duration::from_secs(30)).await;
+            let log = std::fs::read_to_string(&proc.log).unwrap_or_default();
+            assert!(status.success(), "{} exited with {status} after SIGTERM:\n{log}", proc.name);
+            assert!(!log.contains("panicked"), "{}:\n{log}", proc.name);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn get(p: &TestPlatform, url: String) -> Value {
+    p.http.get(url).send().await.expect("GET").json().await.expect("json")
+}
+
+#[tokio::test]
+async fn the_binaries_run_a_saga_and_stop_cleanly_on_sigterm() {
+    let p = TestPlatform::new(TestConfig::default()).await;
+    let cluster = Cluster::start(&p, &[]).await;
+    let orchestrator = &cluster.urls[0];
     let r = p.submit_to(orchestrator, &order("SKU-0003", 1, 250, "DE"), None).await;
     assert_eq!(r.status().as_u16(), 202);
     let id = r.json::<Value>().await.expect("json")["saga_id"].as_str().expect("saga_id").to_owned();
@@ -138,18 +203,76 @@ async fn the_binaries_run_a_saga_and_stop_cleanly_on_sigterm() {
     })
     .await;
     assert_eq!(saga["steps"].as_array().expect("steps").len(), 5);
+    cluster.stop().await;
+    p.shutdown().await;
+}
 
-    // SIGTERM every process (participants first, then the orchestrator, then the simulators):
-    // each stops its intake, drains, and exits 0.
-    for proc in procs.iter_mut().rev() {
-        let pid = proc.child.id().to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status().expect("run kill");
-        assert!(sent.success(), "kill -TERM {pid}");
-        let status = exit_status(&mut proc.child, Duration::from_secs(30)).await;
-        let log = std::fs::read_to_string(&proc.log).unwrap_or_default();
-        assert!(status.success(), "{} exited with {status} after SIGTERM:\n{log}", proc.name);
-        assert!(!log.contains("panicked"), "{}:\n{log}", proc.name);
+/// The order for the `i`th saga of the crash test: most complete; every eighth (from 3) goes
+/// to a destination shipping does not serve, every eighth (from 6) is over payment's limit.
+fn mixed_order(i: usize) -> Value {
+    match i % 8 {
+        3 => order("SKU-0001", 1, 300, "AQ"),
+        6 => order("SKU-0002", 3, 500_000, "DE"),
+        _ => order(&format!("SKU-{:04}", 1 + i % 12), 1, 250, "DE"),
     }
-    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn lost_outside_answers_and_kill_9_of_payment_and_shipping_leave_nothing_held_or_doubled() {
+    let p = TestPlatform::new(TestConfig::default()).await;
+    let mut cluster = Cluster::start(&p, &[env("RETRY_DELAY_MS", "200")]).await;
+    // Slow enough that a crash finds calls in flight; lossy enough that answers go missing.
+    let lossy = serde_json::json!({"ambiguous_rate": 0.3, "latency_ms": 100});
+    for sim in [&cluster.gateway, &cluster.carrier] {
+        let r = p.http.put(format!("{sim}/admin/behaviour")).json(&lossy).send().await.expect("PUT behaviour");
+        assert!(r.status().is_success());
+    }
+    let orchestrator = cluster.urls[0].clone();
+    let mut ids = Vec::new();
+    for i in 0..48 {
+        let r = p.submit_to(&orchestrator, &mixed_order(i), None).await;
+        assert_eq!(r.status().as_u16(), 202);
+        ids.push(r.json::<Value>().await.expect("json")["saga_id"].as_str().expect("saga_id").to_owned());
+    }
+    // Crash payment and shipping while they work, each time once its outside system saw more calls.
+    for (service, sim, calls) in [
+        (Service::Payment, cluster.gateway.clone(), 4),
+        (Service::Shipping, cluster.carrier.clone(), 4),
+        (Service::Payment, cluster.gateway.clone(), 30),
+        (Service::Shipping, cluster.carrier.clone(), 20),
+    ] {
+        eventually("the outside system is busy", WAIT, || async {
+            (get(&p, format!("{sim}/admin/stats")).await["calls"].as_u64()? >= calls).then_some(())
+        })
+        .await;
+        cluster.crash_and_restart(&p, service).await;
+    }
+    let mut finished = std::collections::BTreeMap::<String, u64>::new();
+    for id in &ids {
+        let status = eventually("every saga ends", Duration::from_secs(120), || async {
+            let s = get(&p, format!("{orchestrator}/sagas/{id}")).await;
+            let st = s["status"].as_str()?.to_owned();
+            matches!(st.as_str(), "COMPLETED" | "COMPENSATED" | "FAILED").then_some(st)
+        })
+        .await;
+        *finished.entry(status).or_default() += 1;
+    }
+    let completed = finished.get("COMPLETED").copied().unwrap_or(0);
+    assert_eq!(finished.get("FAILED"), None, "{finished:?}");
+    assert_eq!(completed, 36, "{finished:?}");
+    let gateway = get(&p, format!("{}/admin/stats", cluster.gateway)).await;
+    let carrier = get(&p, format!("{}/admin/stats", cluster.carrier)).await;
+    assert!(gateway["ambiguous"].as_u64() > Some(0) && carrier["ambiguous"].as_u64() > Some(0), "{gateway} {carrier}");
+    assert_eq!(gateway["authorized_open"], 0, "no hold left on a card: {gateway}");
+    assert_eq!(gateway["captured"], completed, "{gateway}");
+    assert_eq!(carrier["booked"], completed, "{carrier}");
+    assert_eq!(carrier["cancelled"], 0, "{carrier}");
+    // One authorization per order that reached payment, each captured at most once.
+    let auths = get(&p, format!("{}/authorizations", cluster.gateway)).await;
+    let auths = auths.as_array().expect("a list");
+    let keys: std::collections::BTreeSet<&str> = auths.iter().filter_map(|a| a["key"].as_str()).collect();
+    assert_eq!(keys.len(), auths.len(), "one authorization per key");
+    assert!(auths.len() <= ids.len() - 6, "orders over the limit never reached the gateway");
+    cluster.stop().await;
     p.shutdown().await;
 }
