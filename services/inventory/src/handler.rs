@@ -45,7 +45,7 @@ impl MessageHandler<Command> for InventoryHandler {
     }
 }
 
-async fn reserve(tx: &mut PgConnection, c: ReserveInventory) -> Result<Reply, HandlerError> {
+pub async fn reserve(tx: &mut PgConnection, c: ReserveInventory) -> Result<Reply, HandlerError> {
     // A re-delivery with another idempotency key must not hold twice, and a reserve that arrives
     // after its order was released must not hold at all.
     let (held, released): (i64, bool) = sqlx::query_as(
@@ -99,13 +99,20 @@ async fn reserve(tx: &mut PgConnection, c: ReserveInventory) -> Result<Reply, Ha
     Ok(Reply::InventoryReserved(InventoryReserved { order_id: c.order_id }))
 }
 
-async fn release(tx: &mut PgConnection, c: ReleaseInventory) -> Result<Reply, HandlerError> {
+pub async fn release(tx: &mut PgConnection, c: ReleaseInventory) -> Result<Reply, HandlerError> {
     let (released, committed): (i64, i64) = sqlx::query_as(
-        "WITH r AS (
+        // `held` locks the order's stock rows in SKU order, as `reserve` does, so commands over
+        // overlapping SKUs never deadlock; the stock update joins it, so it only touches rows
+        // already locked.
+        "WITH held AS MATERIALIZED (
+            SELECT stock.sku FROM stock JOIN reservations r ON r.sku = stock.sku
+            WHERE r.order_id = $1 AND r.status = 'held' ORDER BY stock.sku FOR UPDATE OF stock
+         ), r AS (
             UPDATE reservations SET status = 'released', updated_at = now()
             WHERE order_id = $1 AND status = 'held' RETURNING sku, quantity
          ), s AS (
-            UPDATE stock SET reserved = stock.reserved - r.quantity FROM r WHERE stock.sku = r.sku RETURNING 1
+            UPDATE stock SET reserved = stock.reserved - r.quantity
+            FROM r JOIN held ON held.sku = r.sku WHERE stock.sku = r.sku RETURNING 1
          )
          SELECT (SELECT count(*) FROM r),
                 (SELECT count(*) FROM reservations WHERE order_id = $1 AND status = 'committed')",
@@ -131,14 +138,20 @@ async fn release(tx: &mut PgConnection, c: ReleaseInventory) -> Result<Reply, Ha
     Ok(Reply::InventoryReleased(Done { order_id: c.order_id }))
 }
 
-async fn commit(tx: &mut PgConnection, c: CommitInventory) -> Result<Reply, HandlerError> {
+pub async fn commit(tx: &mut PgConnection, c: CommitInventory) -> Result<Reply, HandlerError> {
     let (committed, already): (i64, i64) = sqlx::query_as(
-        "WITH r AS (
+        // `held` locks the order's stock rows in SKU order, as `reserve` does, so commands over
+        // overlapping SKUs never deadlock; the stock update joins it, so it only touches rows
+        // already locked.
+        "WITH held AS MATERIALIZED (
+            SELECT stock.sku FROM stock JOIN reservations r ON r.sku = stock.sku
+            WHERE r.order_id = $1 AND r.status = 'held' ORDER BY stock.sku FOR UPDATE OF stock
+         ), r AS (
             UPDATE reservations SET status = 'committed', updated_at = now()
             WHERE order_id = $1 AND status = 'held' RETURNING sku, quantity
          ), s AS (
             UPDATE stock SET on_hand = stock.on_hand - r.quantity, reserved = stock.reserved - r.quantity
-            FROM r WHERE stock.sku = r.sku RETURNING 1
+            FROM r JOIN held ON held.sku = r.sku WHERE stock.sku = r.sku RETURNING 1
          )
          SELECT (SELECT count(*) FROM r),
                 (SELECT count(*) FROM reservations WHERE order_id = $1 AND status = 'committed')",
