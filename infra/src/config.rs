@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use contracts::topology::QueueType;
 
+use crate::http::HttpLimits;
+
 /// A setting that could not be used.
 #[derive(Debug, thiserror::Error)]
 #[error("configuration {var}={value:?} is invalid: {message}")]
@@ -135,6 +137,8 @@ pub struct Settings {
     pub max_retry_rounds: u32,
     /// How long inbox (dedupe) rows are kept.
     pub inbox_retention: Duration,
+    /// Body size, timeout and concurrency limits of every HTTP route.
+    pub http: HttpLimits,
 }
 
 impl std::fmt::Debug for Settings {
@@ -147,6 +151,7 @@ impl std::fmt::Debug for Settings {
             .field("queue_type", &self.queue_type)
             .field("prefetch", &self.prefetch)
             .field("db_pool_size", &self.db_pool_size)
+            .field("http", &self.http)
             .finish_non_exhaustive()
     }
 }
@@ -178,6 +183,7 @@ impl Settings {
             retry_delay: env.millis("RETRY_DELAY_MS", 1_000)?,
             max_retry_rounds: env.at_least("MAX_RETRY_ROUNDS", 5, 0)?,
             inbox_retention: Duration::from_secs(3600 * env.between("INBOX_RETENTION_HOURS", 168, 1, 87_600)?),
+            http: http_limits(&env)?,
         };
         for (key, url, schemes) in [
             ("AMQP_URL", &settings.amqp_url, &["amqp://", "amqps://"][..]),
@@ -208,8 +214,22 @@ impl Settings {
             retry_delay: Duration::from_millis(200),
             max_retry_rounds: 5,
             inbox_retention: Duration::from_secs(3600 * 168),
+            http: HttpLimits::default(),
         }
     }
+}
+
+/// Most requests an HTTP server handles at once that `HTTP_CONCURRENCY_LIMIT` accepts (far beyond
+/// any real need, and within what a semaphore can count).
+pub const MAX_HTTP_CONCURRENCY: usize = 1_000_000;
+
+fn http_limits(env: &Env) -> Result<HttpLimits, ConfigError> {
+    let default = HttpLimits::default();
+    Ok(HttpLimits {
+        max_body_bytes: env.at_least("HTTP_MAX_BODY_BYTES", default.max_body_bytes, 1024)?,
+        request_timeout: env.millis("HTTP_REQUEST_TIMEOUT_MS", default.request_timeout.as_millis() as u64)?,
+        concurrency: env.between("HTTP_CONCURRENCY_LIMIT", default.concurrency, 1, MAX_HTTP_CONCURRENCY)?,
+    })
 }
 
 /// `scheme://user:secret@host/...` -> `scheme://user:***@host/...`.

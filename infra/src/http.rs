@@ -1,15 +1,18 @@
 //! HTTP basics every process shares: `/health/live`, `/health/ready` (database and broker
 //! reachable, plus any extra checks a process adds), `/metrics`, `application/problem+json` errors
 //! (RFC 9457), a JSON extractor whose rejections are problems too, and serving with graceful
-//! shutdown.
+//! shutdown under the [`HttpLimits`] every route of every process has: a body size limit, a
+//! request timeout and a concurrency limit, whose refusals are problems as well.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request, State};
 use axum::http::{StatusCode, header};
+use axum::middleware::map_response;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -19,6 +22,9 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
 
 use crate::amqp::Broker;
 use crate::metrics::Metrics;
@@ -213,9 +219,105 @@ pub async fn fallback() -> Problem {
     Problem::not_found("no such endpoint")
 }
 
-/// Serve until `shutdown`, then stop accepting and let open requests finish.
+/// Limits every route of a process is served with (settings `HTTP_MAX_BODY_BYTES`,
+/// `HTTP_REQUEST_TIMEOUT_MS`, `HTTP_CONCURRENCY_LIMIT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Largest request body in bytes; a larger one answers `413`. A route may accept less (the
+    /// orchestrator's `POST /orders`), never more.
+    pub max_body_bytes: usize,
+    /// Longest a request may take, its wait for a concurrency slot included; then it answers
+    /// [`TIMEOUT_STATUS`] and its handler is dropped.
+    pub request_timeout: Duration,
+    /// Requests handled at once; more wait for a slot, within `request_timeout`.
+    pub concurrency: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits { max_body_bytes: 64 * 1024, request_timeout: Duration::from_secs(30), concurrency: 512 }
+    }
+}
+
+/// What a request that ran out of time answers. Not `408`: that one says the *client* was slow
+/// to send, and user agents may repeat it on their own; here the server was slow.
+pub const TIMEOUT_STATUS: StatusCode = StatusCode::SERVICE_UNAVAILABLE;
+
+/// `router` with the fallback and the [`HttpLimits`], as [`serve`] runs it (public for tests).
+///
+/// Requests beyond the concurrency limit wait rather than being shed: a burst is smoothed instead
+/// of refused, health probes are not refused under load, and the wait is bounded anyway, since
+/// the timeout wraps routing itself (the slot is taken inside it, when the route is polled ready).
+/// Refusals made below the handlers come as bare statuses or plain text; they are turned into
+/// problems here, like every other error.
+pub fn limited(router: Router, limits: HttpLimits) -> Router {
+    let routed = router
+        .fallback(fallback)
+        .layer(RequestBodyLimitLayer::new(limits.max_body_bytes))
+        .layer(GlobalConcurrencyLimitLayer::new(limits.concurrency));
+    Router::new()
+        .fallback_service(routed)
+        .layer(TimeoutLayer::with_status_code(TIMEOUT_STATUS, limits.request_timeout))
+        .layer(map_response(move |response| bare_error_as_problem(response, limits)))
+}
+
+/// An error answer without a body type of its own (no `Content-Type`, or plain text), as the
+/// limits and axum's built-in rejections make them, as `problem+json`; anything else unchanged.
+async fn bare_error_as_problem(response: Response, limits: HttpLimits) -> Response {
+    let status = response.status();
+    let plain = match response.headers().get(header::CONTENT_TYPE) {
+        None => true,
+        Some(v) => v.to_str().is_ok_and(|t| t.starts_with("text/plain")),
+    };
+    if !(status.is_client_error() || status.is_server_error()) || !plain {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text).trim().to_owned();
+    let mut problem = bare_problem(status, text, limits).into_response();
+    parts.headers.remove(header::CONTENT_TYPE);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    problem.headers_mut().extend(parts.headers);
+    problem
+}
+
+fn bare_problem(status: StatusCode, text: String, limits: HttpLimits) -> Problem {
+    let title = status.canonical_reason().unwrap_or("Error");
+    match status {
+        StatusCode::PAYLOAD_TOO_LARGE => Problem::new(status, "too-large", "Request body too large").detail(format!(
+            "the body is larger than this endpoint accepts (none accepts over {} bytes)",
+            limits.max_body_bytes
+        )),
+        TIMEOUT_STATUS if text.is_empty() => Problem::new(status, "timeout", "Request timed out").detail(format!(
+            "the request did not complete within {} ms; it may still have taken effect",
+            limits.request_timeout.as_millis()
+        )),
+        _ => {
+            let kind: String = title
+                .chars()
+                .filter_map(|c| if c == ' ' { Some('-') } else { c.is_ascii_alphanumeric().then_some(c) })
+                .collect();
+            let detail = if text.is_empty() { title.to_owned() } else { text };
+            Problem::new(status, &kind.to_ascii_lowercase(), title).detail(detail)
+        }
+    }
+}
+
+/// Serve until `shutdown` with the default [`HttpLimits`], then stop accepting and let open
+/// requests finish.
 pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) -> std::io::Result<()> {
-    axum::serve(listener, router.fallback(fallback))
+    serve_with(listener, router, HttpLimits::default(), shutdown).await
+}
+
+/// [`serve`] with the given limits.
+pub async fn serve_with(
+    listener: TcpListener,
+    router: Router,
+    limits: HttpLimits,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, limited(router, limits))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
 }

@@ -277,7 +277,7 @@ impl Application {
         };
         let router = router.merge(http::health_routes(health));
         tracing::info!(service = %platform.settings.service, addr = %listener.local_addr()?, "listening");
-        let served = http::serve(listener, router, shutdown.clone()).await;
+        let served = http::serve_with(listener, router, platform.settings.http, shutdown.clone()).await;
         // HTTP returns once shutdown began (or on a fatal listener error, which also stops the rest).
         shutdown.cancel();
         if tokio::time::timeout(deadline, intake.wait()).await.is_err() {

@@ -24,7 +24,8 @@ pub struct OrchestratorSettings {
     pub max_attempts_after_pivot: u32,
     /// The timeout scanner looks for due deadlines at least this often.
     pub scan_interval: Duration,
-    /// Largest accepted `POST /orders` body.
+    /// Largest accepted `POST /orders` body; at most (and by default) `common.http.max_body_bytes`,
+    /// the limit of every route.
     pub max_body_bytes: usize,
     /// Most lines in one order.
     pub max_items: usize,
@@ -36,21 +37,29 @@ pub struct OrchestratorSettings {
 impl OrchestratorSettings {
     pub fn from_env() -> Result<Self, ConfigError> {
         let env = Env::new("orchestrator");
+        let common = Settings::from_env("orchestrator", DEFAULT_PORT)?;
+        // Every route refuses bodies over HTTP_MAX_BODY_BYTES: a larger limit here would never apply.
+        let every_route = common.http.max_body_bytes;
         let settings = OrchestratorSettings {
-            common: Settings::from_env("orchestrator", DEFAULT_PORT)?,
+            common,
             step_timeout: env.millis("STEP_TIMEOUT_MS", 10_000)?,
             max_step_timeout: env.millis("MAX_STEP_TIMEOUT_MS", 300_000)?,
             max_attempts: env.at_least("MAX_ATTEMPTS", 3, 1)?,
             max_compensation_attempts: env.at_least("MAX_COMPENSATION_ATTEMPTS", 10, 1)?,
             max_attempts_after_pivot: env.at_least("MAX_ATTEMPTS_AFTER_PIVOT", 12, 1)?,
             scan_interval: env.millis("SCAN_INTERVAL_MS", 1_000)?,
-            max_body_bytes: env.at_least("MAX_BODY_BYTES", 64 * 1024, 1024)?,
+            max_body_bytes: env.at_least("MAX_BODY_BYTES", every_route, 1024)?,
             max_items: env.at_least("MAX_ITEMS", 100, 1)?,
             admin_operators: crate::admin::parse_operators(&env.string("ADMIN_TOKENS", ""))
                 .map_err(|m| env.invalid("ADMIN_TOKENS", &m))?,
         };
         if settings.max_step_timeout < settings.step_timeout {
             return Err(env.invalid("MAX_STEP_TIMEOUT_MS", "must not be smaller than ORCHESTRATOR_STEP_TIMEOUT_MS"));
+        }
+        if settings.max_body_bytes > every_route {
+            let message =
+                format!("must not be larger than HTTP_MAX_BODY_BYTES ({every_route}), the limit of every route");
+            return Err(env.invalid("MAX_BODY_BYTES", &message));
         }
         Ok(settings)
     }

@@ -25,6 +25,14 @@ fn each_bad_setting_is_named_and_nothing_panics() {
             ("ORCHESTRATOR_STEP_TIMEOUT_MS", "10000000000000000"),
             ("ORCHESTRATOR_MAX_STEP_TIMEOUT_MS", "10000000000000000"),
             ("RETRY_DELAY_MS", "99999999999"),
+            ("HTTP_MAX_BODY_BYTES", "1023"),
+            ("ORCHESTRATOR_HTTP_MAX_BODY_BYTES", "64k"),
+            ("HTTP_REQUEST_TIMEOUT_MS", "0"),
+            ("HTTP_REQUEST_TIMEOUT_MS", "-5"),
+            ("HTTP_CONCURRENCY_LIMIT", "0"),
+            ("HTTP_CONCURRENCY_LIMIT", "100000000000"),
+            // Larger than HTTP_MAX_BODY_BYTES (64 KiB by default), so it could never apply.
+            ("ORCHESTRATOR_MAX_BODY_BYTES", "1048576"),
         ],
     );
 }
