@@ -60,6 +60,25 @@ pub struct TestConfig {
     pub queue_type: contracts::topology::QueueType,
 }
 
+impl TestConfig {
+    /// Outside failures reach the dead-letter queue fast: a breaker that never opens, two quick
+    /// in-process tries, one short delayed round.
+    pub fn fast_dead_letters() -> TestConfig {
+        TestConfig {
+            dependency_policy: infra::resilience::Policy {
+                breaker_failures: 1000,
+                attempts: 2,
+                retry_base: Duration::from_millis(5),
+                retry_max: Duration::from_millis(10),
+                ..infra::resilience::Policy::default()
+            },
+            retry_delay: Duration::from_millis(50),
+            max_retry_rounds: 1,
+            ..TestConfig::default()
+        }
+    }
+}
+
 impl Default for TestConfig {
     fn default() -> Self {
         TestConfig {
@@ -371,6 +390,11 @@ impl TestPlatform {
     pub async fn admin_post(&self, path: &str, body: Value) -> reqwest::Response {
         let url = format!("{}{path}", self.url(Service::Orchestrator));
         self.http.post(url).header("authorization", OPERATOR_TOKEN).json(&body).send().await.expect("POST admin")
+    }
+
+    /// The JSON answer of `GET url` (any status).
+    pub async fn get_json(&self, url: &str) -> Value {
+        self.http.get(url).send().await.expect("GET").json().await.expect("a JSON answer")
     }
 
     /// Depth of a dead-letter queue, from `GET /admin/dlq`.

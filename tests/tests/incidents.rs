@@ -7,29 +7,12 @@
 use std::time::Duration;
 
 use e2e::{Service, TestConfig, TestPlatform, metric, order};
-use infra::resilience::Policy;
 use infra::testing::eventually;
 use outside::Behaviour;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 const WAIT: Duration = Duration::from_secs(45);
-
-/// Outside failures reach the dead-letter queue fast: two in-process tries, one delayed round.
-fn fast_dead_letters() -> TestConfig {
-    TestConfig {
-        dependency_policy: Policy {
-            breaker_failures: 1000,
-            attempts: 2,
-            retry_base: Duration::from_millis(5),
-            retry_max: Duration::from_millis(10),
-            ..Policy::default()
-        },
-        retry_delay: Duration::from_millis(50),
-        max_retry_rounds: 1,
-        ..TestConfig::default()
-    }
-}
 
 async fn incident(p: &TestPlatform, id: Uuid) -> Value {
     p.wait_for(id, "an incident", WAIT, |s| !s["incident"].is_null()).await
@@ -43,7 +26,7 @@ async fn verb(p: &TestPlatform, id: Uuid, verb: &str, body: Value) -> (u16, Valu
 
 #[tokio::test]
 async fn a_refused_capture_opens_an_incident_that_holds_everything_until_an_operator_retries() {
-    let p = TestPlatform::running(fast_dead_letters()).await;
+    let p = TestPlatform::running(TestConfig::fast_dead_letters()).await;
     let base = p.url(Service::Orchestrator);
     p.gateway.set_behaviour(Behaviour { refused_keys: vec![":capture".into()], ..Behaviour::default() });
     let before = p.stock("SKU-0004").await;
@@ -59,10 +42,10 @@ async fn a_refused_capture_opens_an_incident_that_holds_everything_until_an_oper
     // Everything stays held: stock reserved, the authorization open at the gateway.
     assert_eq!(p.stock("SKU-0004").await, (before.0, before.1 + 2));
     assert_eq!(p.gateway.stats().authorized_open, Some(1));
-    let listed: Value = p.http.get(format!("{base}/sagas?incident=true")).send().await.unwrap().json().await.unwrap();
+    let listed = p.get_json(&format!("{base}/sagas?incident=true")).await;
     assert_eq!(listed["items"].as_array().unwrap().len(), 1);
     assert_eq!(listed["items"][0]["saga_id"], id.to_string());
-    let none: Value = p.http.get(format!("{base}/sagas?incident=false")).send().await.unwrap().json().await.unwrap();
+    let none = p.get_json(&format!("{base}/sagas?incident=false")).await;
     assert!(none["items"].as_array().unwrap().is_empty());
     let bad = p.http.get(format!("{base}/sagas?incident=maybe")).send().await.unwrap();
     assert_eq!(bad.status().as_u16(), 400);
@@ -114,7 +97,7 @@ async fn a_refused_capture_opens_an_incident_that_holds_everything_until_an_oper
 
 #[tokio::test]
 async fn resolving_an_incident_counts_the_step_as_done_by_hand() {
-    let p = TestPlatform::running(fast_dead_letters()).await;
+    let p = TestPlatform::running(TestConfig::fast_dead_letters()).await;
     p.gateway.set_behaviour(Behaviour { refused_keys: vec![":capture".into()], ..Behaviour::default() });
     let id = p.start_saga(&order("SKU-0005", 1, 150, "DE")).await;
     incident(&p, id).await;
@@ -131,7 +114,7 @@ async fn resolving_an_incident_counts_the_step_as_done_by_hand() {
 
 #[tokio::test]
 async fn an_operator_gives_up_a_saga_stuck_at_its_pivot_and_the_shipment_is_cancelled_by_key() {
-    let p = TestPlatform::running(fast_dead_letters()).await;
+    let p = TestPlatform::running(TestConfig::fast_dead_letters()).await;
     p.carrier.set_behaviour(Behaviour { failing_keys: vec![":book".into()], ..Behaviour::default() });
     let before = p.stock("SKU-0006").await;
     let id = p.start_saga(&order("SKU-0006", 3, 150, "DE")).await;
@@ -153,15 +136,7 @@ async fn an_operator_gives_up_a_saga_stuck_at_its_pivot_and_the_shipment_is_canc
         p.admin_post("/admin/dlq/shipping.commands.dlq/replay", json!({"all": true})).await.json().await.unwrap();
     assert_eq!(r["replayed"], 1, "{r}");
     let shipment: Value = eventually("the late schedule is answered", WAIT, || async {
-        let v: Value = p
-            .http
-            .get(format!("{}/shipments/{id}", p.url(Service::Shipping)))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = p.get_json(&format!("{}/shipments/{id}", p.url(Service::Shipping))).await;
         (v["status"] == "cancelled").then_some(v)
     })
     .await;

@@ -185,10 +185,6 @@ impl Cluster {
     }
 }
 
-async fn get(p: &TestPlatform, url: String) -> Value {
-    p.http.get(url).send().await.expect("GET").json().await.expect("json")
-}
-
 #[tokio::test]
 async fn the_binaries_run_a_saga_and_stop_cleanly_on_sigterm() {
     let p = TestPlatform::new(TestConfig::default()).await;
@@ -242,7 +238,7 @@ async fn lost_outside_answers_and_kill_9_of_payment_and_shipping_leave_nothing_h
         (Service::Shipping, cluster.carrier.clone(), 20),
     ] {
         eventually("the outside system is busy", WAIT, || async {
-            (get(&p, format!("{sim}/admin/stats")).await["calls"].as_u64()? >= calls).then_some(())
+            (p.get_json(&format!("{sim}/admin/stats")).await["calls"].as_u64()? >= calls).then_some(())
         })
         .await;
         cluster.crash_and_restart(&p, service).await;
@@ -250,7 +246,7 @@ async fn lost_outside_answers_and_kill_9_of_payment_and_shipping_leave_nothing_h
     let mut finished = std::collections::BTreeMap::<String, u64>::new();
     for id in &ids {
         let status = eventually("every saga ends", Duration::from_secs(120), || async {
-            let s = get(&p, format!("{orchestrator}/sagas/{id}")).await;
+            let s = p.get_json(&format!("{orchestrator}/sagas/{id}")).await;
             let st = s["status"].as_str()?.to_owned();
             matches!(st.as_str(), "COMPLETED" | "COMPENSATED" | "FAILED").then_some(st)
         })
@@ -260,15 +256,15 @@ async fn lost_outside_answers_and_kill_9_of_payment_and_shipping_leave_nothing_h
     let completed = finished.get("COMPLETED").copied().unwrap_or(0);
     assert_eq!(finished.get("FAILED"), None, "{finished:?}");
     assert_eq!(completed, 36, "{finished:?}");
-    let gateway = get(&p, format!("{}/admin/stats", cluster.gateway)).await;
-    let carrier = get(&p, format!("{}/admin/stats", cluster.carrier)).await;
+    let gateway = p.get_json(&format!("{}/admin/stats", cluster.gateway)).await;
+    let carrier = p.get_json(&format!("{}/admin/stats", cluster.carrier)).await;
     assert!(gateway["ambiguous"].as_u64() > Some(0) && carrier["ambiguous"].as_u64() > Some(0), "{gateway} {carrier}");
     assert_eq!(gateway["authorized_open"], 0, "no hold left on a card: {gateway}");
     assert_eq!(gateway["captured"], completed, "{gateway}");
     assert_eq!(carrier["booked"], completed, "{carrier}");
     assert_eq!(carrier["cancelled"], 0, "{carrier}");
     // One authorization per order that reached payment, each captured at most once.
-    let auths = get(&p, format!("{}/authorizations", cluster.gateway)).await;
+    let auths = p.get_json(&format!("{}/authorizations", cluster.gateway)).await;
     let auths = auths.as_array().expect("a list");
     let keys: std::collections::BTreeSet<&str> = auths.iter().filter_map(|a| a["key"].as_str()).collect();
     assert_eq!(keys.len(), auths.len(), "one authorization per key");

@@ -132,16 +132,8 @@ async fn a_poison_command_is_dead_lettered_with_its_reasons_and_an_operator_repl
     let config = TestConfig {
         step_timeout: Duration::from_secs(120),
         max_step_timeout: Duration::from_secs(120),
-        dependency_policy: Policy {
-            breaker_failures: 1000,
-            attempts: 2,
-            retry_base: Duration::from_millis(5),
-            retry_max: Duration::from_millis(10),
-            ..Policy::default()
-        },
-        retry_delay: Duration::from_millis(50),
         max_retry_rounds: 2,
-        ..TestConfig::default()
+        ..TestConfig::fast_dead_letters()
     };
     let p = TestPlatform::running(config).await;
     // Every authorization fails with a 500: transient, so retried in-process, then in delayed rounds.
