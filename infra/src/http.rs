@@ -6,16 +6,19 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
+use axum::body::{Body, BodyDataStream};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request, State};
-use axum::http::{StatusCode, header};
-use axum::middleware::map_response;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{Next, from_fn_with_state, map_response};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use futures_util::StreamExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -248,17 +251,61 @@ pub const TIMEOUT_STATUS: StatusCode = StatusCode::SERVICE_UNAVAILABLE;
 /// Requests beyond the concurrency limit wait rather than being shed: a burst is smoothed instead
 /// of refused, health probes are not refused under load, and the wait is bounded anyway, since
 /// the timeout wraps routing itself (the slot is taken inside it, when the route is polled ready).
-/// Refusals made below the handlers come as bare statuses or plain text; they are turned into
-/// problems here, like every other error.
+/// Whatever body a handler leaves unread is read before the answer goes out, so that a refusal
+/// keeps the connection usable ([`drain_unread_body`]). Refusals made below the handlers come as
+/// bare statuses or plain text; they are turned into problems here, like every other error.
 pub fn limited(router: Router, limits: HttpLimits) -> Router {
+    let drain_cap = limits.max_body_bytes.max(DRAIN_MIN_BYTES);
     let routed = router
         .fallback(fallback)
         .layer(RequestBodyLimitLayer::new(limits.max_body_bytes))
+        .layer(from_fn_with_state(drain_cap, drain_unread_body))
         .layer(GlobalConcurrencyLimitLayer::new(limits.concurrency));
     Router::new()
         .fallback_service(routed)
         .layer(TimeoutLayer::with_status_code(TIMEOUT_STATUS, limits.request_timeout))
         .layer(map_response(move |response| bare_error_as_problem(response, limits)))
+}
+
+/// [`drain_unread_body`] reads and drops at most this much (or the body limit, if larger).
+pub const DRAIN_MIN_BYTES: usize = 1 << 20;
+
+/// Read to its end (up to `cap` bytes) whatever request body the handler left unread, before
+/// answering. A refusal made before the body was read (a `413` on `Content-Length`, a `415`)
+/// otherwise leaves it unread; hyper then closes the connection, without telling the client, so
+/// the client may see a broken pipe instead of the answer, or lose its next request on the
+/// connection. A body past `cap` is not read: the answer says `Connection: close`.
+async fn drain_unread_body(State(cap): State<usize>, request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let shared = Arc::new(Mutex::new(body.into_data_stream()));
+    let read_through = shared.clone();
+    let passed = futures_util::stream::poll_fn(move |cx| match read_through.lock() {
+        Ok(mut stream) => stream.poll_next_unpin(cx),
+        Err(_) => Poll::Ready(None),
+    });
+    let mut response = next.run(Request::from_parts(parts, Body::from_stream(passed))).await;
+    let rest = match shared.lock() {
+        Ok(mut stream) => std::mem::replace(&mut *stream, Body::empty().into_data_stream()),
+        Err(_) => Body::empty().into_data_stream(),
+    };
+    let drained = declared.is_none_or(|n| n <= cap as u64) && drain(rest, cap).await;
+    if !drained {
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+/// Read `body` to its end, dropping it; `false` if it is longer than `cap` or breaks off.
+async fn drain(mut body: BodyDataStream, cap: usize) -> bool {
+    let mut read = 0usize;
+    while let Some(chunk) = body.next().await {
+        match chunk {
+            Ok(bytes) if read.saturating_add(bytes.len()) <= cap => read += bytes.len(),
+            _ => return false,
+        }
+    }
+    true
 }
 
 /// An error answer without a body type of its own (no `Content-Type`, or plain text), as the

@@ -1,7 +1,8 @@
 //! The HTTP limits every process serves with ([`infra::http::limited`]), on a router of test
 //! routes called in-process: an oversize body is a `413` problem on any kind of route, a request
-//! that runs out of time is a timeout problem (its wait for a concurrency slot included), and
-//! requests beyond the concurrency limit wait for a slot instead of being refused.
+//! that runs out of time is a timeout problem (its wait for a concurrency slot included),
+//! requests beyond the concurrency limit wait for a slot instead of being refused, and a body a
+//! refusal left unread is read before the answer (so the connection stays usable).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,7 +14,7 @@ use axum::http::{Request, StatusCode, header};
 use axum::response::Response;
 use axum::routing::{get, post};
 use futures_util::FutureExt;
-use infra::http::{ApiJson, HttpLimits, TIMEOUT_STATUS, limited};
+use infra::http::{ApiJson, DRAIN_MIN_BYTES, HttpLimits, TIMEOUT_STATUS, limited};
 use serde_json::Value;
 use tokio::sync::{Notify, Semaphore};
 use tower::ServiceExt;
@@ -81,6 +82,50 @@ async fn an_oversize_body_is_a_413_problem_on_every_kind_of_route() {
     assert_eq!(parts(router.clone().oneshot(small).await.unwrap()).await.0, StatusCode::OK);
     let small = request("POST", "/bytes", streamed(512), None);
     assert_eq!(parts(router.oneshot(small).await.unwrap()).await.0, StatusCode::OK);
+}
+
+/// A streamed body of `n` bytes (a multiple of 256), and how much of it has been read.
+fn watched(n: usize) -> (Arc<AtomicUsize>, Body) {
+    let read = Arc::new(AtomicUsize::new(0));
+    let counter = read.clone();
+    let chunks = futures_util::stream::iter((0..n.div_ceil(256)).map(|_| Bytes::from(vec![b' '; 256])));
+    let counted = futures_util::StreamExt::map(chunks, move |chunk| {
+        counter.fetch_add(chunk.len(), Ordering::SeqCst);
+        Ok::<_, std::io::Error>(chunk)
+    });
+    (read, Body::from_stream(counted))
+}
+
+#[tokio::test]
+async fn a_body_a_refusal_left_unread_is_read_before_the_answer() {
+    let router = limited(body_routes(), LIMITS);
+    // 415 before the JSON extractor reads anything; 413 on the declared length alone.
+    for (content_type, n, status) in [
+        ("text/plain", 768, StatusCode::UNSUPPORTED_MEDIA_TYPE),
+        ("application/json", 4096, StatusCode::PAYLOAD_TOO_LARGE),
+    ] {
+        let (read, body) = watched(n);
+        let request = Request::post("/json")
+            .header(header::CONTENT_TYPE, content_type)
+            .header(header::CONTENT_LENGTH, n)
+            .body(body)
+            .unwrap();
+        let response = router.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), status);
+        assert_eq!(read.load(Ordering::SeqCst), n, "{content_type}: the whole body was read");
+        assert!(response.headers().get(header::CONNECTION).is_none(), "{content_type}: the connection stays open");
+    }
+    // A body declared larger than what is worth reading is left alone, and the connection closed.
+    let (read, body) = watched(256);
+    let request = Request::post("/json")
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONTENT_LENGTH, DRAIN_MIN_BYTES + 1)
+        .body(body)
+        .unwrap();
+    let response = router.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(read.load(Ordering::SeqCst), 0);
+    assert_eq!(response.headers()[header::CONNECTION], "close");
 }
 
 #[tokio::test]

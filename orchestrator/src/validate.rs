@@ -50,7 +50,7 @@ fn id(field: &str, value: &str, err: &mut impl FnMut(String, &str)) {
     if value.trim().is_empty() {
         err(field.into(), "must not be empty");
     } else if value.len() > MAX_ID {
-        err(field.into(), &format!("must be at most {MAX_ID} characters"));
+        err(field.into(), &format!("must be at most {MAX_ID} bytes of UTF-8"));
     } else if value.chars().any(char::is_control) {
         err(field.into(), "must not contain control characters");
     }
@@ -59,18 +59,26 @@ fn id(field: &str, value: &str, err: &mut impl FnMut(String, &str)) {
 fn text(field: &str, value: &str, err: &mut impl FnMut(String, &str)) {
     if value.trim().is_empty() {
         err(field.into(), "must not be empty");
-    } else if value.chars().count() > MAX_TEXT {
+    } else {
+        optional_text(field, value, err);
+    }
+}
+
+/// Bounded, and free of control characters: they have no place in an address line, and NUL cannot
+/// be stored at all (PostgreSQL text and JSONB refuse it).
+fn optional_text(field: &str, value: &str, err: &mut impl FnMut(String, &str)) {
+    if value.chars().count() > MAX_TEXT {
         err(field.into(), &format!("must be at most {MAX_TEXT} characters"));
+    } else if value.chars().any(char::is_control) {
+        err(field.into(), "must not contain control characters");
     }
 }
 
 fn address(a: &Address, err: &mut impl FnMut(String, &str)) {
     text("shipping_address.name", &a.name, err);
     text("shipping_address.line1", &a.line1, err);
-    if let Some(line2) = &a.line2
-        && line2.chars().count() > MAX_TEXT
-    {
-        err("shipping_address.line2".into(), &format!("must be at most {MAX_TEXT} characters"));
+    if let Some(line2) = &a.line2 {
+        optional_text("shipping_address.line2", line2, err);
     }
     text("shipping_address.city", &a.city, err);
     text("shipping_address.postal_code", &a.postal_code, err);
@@ -141,6 +149,12 @@ mod tests {
             ("items[0].unit_price_cents", |o| o.items[0].unit_price_cents = -1),
             ("shipping_address.name", |o| o.shipping_address.name = String::new()),
             ("shipping_address.line1", |o| o.shipping_address.line1 = "x".repeat(201)),
+            ("shipping_address.name", |o| o.shipping_address.name = "\u{0}".into()),
+            ("shipping_address.line1", |o| o.shipping_address.line1 = "1 Main St\nBerlin".into()),
+            ("shipping_address.line2", |o| o.shipping_address.line2 = Some("x".repeat(201))),
+            ("shipping_address.line2", |o| o.shipping_address.line2 = Some("Apt\u{0}2".into())),
+            ("shipping_address.city", |o| o.shipping_address.city = "Ber\tlin".into()),
+            ("shipping_address.postal_code", |o| o.shipping_address.postal_code = "10115\u{7f}".into()),
             ("shipping_address.city", |o| o.shipping_address.city = String::new()),
             ("shipping_address.postal_code", |o| o.shipping_address.postal_code = String::new()),
             ("shipping_address.country", |o| o.shipping_address.country = "Germany".into()),
@@ -155,6 +169,15 @@ mod tests {
             mutate(&mut o);
             assert_eq!(fields(&o), vec![field.to_string()], "case {field}");
         }
+    }
+
+    #[test]
+    fn unicode_that_is_not_control_passes() {
+        let mut o = valid();
+        o.shipping_address.name = "\u{202e}Ada 👩‍👩‍👧‍👦 Lovelace\u{200f}".into();
+        o.shipping_address.line2 = Some(String::new());
+        o.customer_id = "c-\u{feff}𝕏".into();
+        assert!(order(&o, LIMITS).is_empty());
     }
 
     #[test]
