@@ -214,6 +214,7 @@ async fn ready(State(h): State<Health>) -> Response {
 }
 
 async fn metrics(State(h): State<Health>) -> Response {
+    h.metrics.observe_pool(&h.db);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], h.metrics.render()).into_response()
 }
 

@@ -10,7 +10,8 @@
 //!   [`inbox`]: dedupe records of handled messages.
 //! - [`participant`]: the command/event handling loop participants share: decode, dedupe,
 //!   handle in one transaction with the reply, hand the outcome to the transport.
-//! - [`http`]: health, readiness, `/metrics`, `problem+json` errors, serving with graceful shutdown.
+//! - [`http`]: health, readiness, `/metrics`, `problem+json` errors, serving with graceful shutdown;
+//!   [`http_metrics`]: requests and latency by route.
 //! - [`resilience`]: circuit breakers and retries around calls to outside systems.
 //! - [`platform`]: wires the above into one process and runs it until a shutdown signal.
 //! - [`shutdown`]: SIGTERM/SIGINT into a cancellation token; [`supervisor`]: background tasks
@@ -21,6 +22,7 @@ pub mod amqp;
 pub mod config;
 pub mod db;
 pub mod http;
+pub mod http_metrics;
 pub mod inbox;
 pub mod metrics;
 pub mod outbox;

@@ -5,7 +5,8 @@
 //! Each process (and each app a test starts) owns its registry, so nothing is global.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Buckets for message handling and publish latency: 0.5 ms .. 10 s.
@@ -38,6 +39,21 @@ pub struct Metrics {
     pub outbox_pending: IntGauge,
     /// Time to publish one outbox batch and get its confirms.
     pub outbox_publish_seconds: Histogram,
+    /// Age of the oldest row waiting in the outbox (sampled by the relay); 0 when empty.
+    pub outbox_oldest_age_seconds: Gauge,
+    /// Deliveries being handled now. Labels: queue.
+    pub consumer_in_flight: IntGaugeVec,
+    /// The consumer's prefetch (its most deliveries in flight). Labels: queue.
+    pub consumer_prefetch: IntGaugeVec,
+    /// HTTP requests answered. Labels: method, route (the template, `unmatched` for none), status
+    /// (class: `2xx`, `4xx`, ...).
+    pub http_requests: IntCounterVec,
+    /// Time to answer an HTTP request. Labels: method, route.
+    pub http_seconds: HistogramVec,
+    /// Database pool connections. Labels: state (`in_use`, `idle`, `max`).
+    pub db_pool: IntGaugeVec,
+    /// Always 1. Labels: service, version.
+    pub build_info: IntGaugeVec,
 }
 
 impl Metrics {
@@ -91,6 +107,41 @@ impl Metrics {
         let outbox_pending =
             IntGauge::new("saga_outbox_pending_rows", "Rows waiting in the outbox.").expect("valid metric");
         registry.register(Box::new(outbox_pending.clone())).expect("unique metric");
+        let outbox_oldest_age_seconds = Gauge::new(
+            "saga_outbox_oldest_pending_age_seconds",
+            "Age of the oldest row waiting in the outbox; 0 when it is empty.",
+        )
+        .expect("valid metric");
+        registry.register(Box::new(outbox_oldest_age_seconds.clone())).expect("unique metric");
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry.register(Box::new(g.clone())).expect("unique metric");
+            g
+        };
+        let consumer_in_flight = gauge(
+            "saga_consumer_in_flight",
+            "Deliveries a consumer is handling now (at most its prefetch).",
+            &["queue"],
+        );
+        let consumer_prefetch = gauge("saga_consumer_prefetch", "A consumer's prefetch (basic.qos).", &["queue"]);
+        let http_requests = counter(
+            "saga_http_requests_total",
+            "HTTP requests answered, by method, route template and status class.",
+            &["method", "route", "status"],
+        );
+        let http_seconds =
+            histogram("saga_http_request_duration_seconds", "Time to answer an HTTP request.", &["method", "route"]);
+        let db_pool = gauge(
+            "saga_db_pool_connections",
+            "PostgreSQL pool connections: in_use, idle, and the pool's max.",
+            &["state"],
+        );
+        let build_info = gauge("saga_build_info", "Always 1; the labels say what runs.", &["service", "version"]);
+        // Counters with a known label set start at 0, so dashboards and alerts see them before
+        // the first event (Prometheus' advice on missing metrics).
+        for code in crate::amqp::PublishError::CODES {
+            outbox_failures.with_label_values(&[code]);
+        }
         Metrics {
             registry,
             consumed,
@@ -104,7 +155,30 @@ impl Metrics {
             outbox_failures,
             outbox_pending,
             outbox_publish_seconds,
+            outbox_oldest_age_seconds,
+            consumer_in_flight,
+            consumer_prefetch,
+            http_requests,
+            http_seconds,
+            db_pool,
+            build_info,
         }
+    }
+
+    /// Start a consumer's per-queue counters at 0.
+    pub fn init_queue(&self, queue: &str) {
+        for family in [&self.consumed, &self.acked, &self.retried, &self.deferred, &self.duplicates] {
+            family.with_label_values(&[queue]);
+        }
+        self.consumer_in_flight.with_label_values(&[queue]);
+    }
+
+    /// Read the pool's connection counts into [`Metrics::db_pool`] (at scrape time).
+    pub fn observe_pool(&self, pool: &sqlx::PgPool) {
+        let (size, idle) = (i64::from(pool.size()), i64::try_from(pool.num_idle()).unwrap_or(i64::MAX));
+        self.db_pool.with_label_values(&["in_use"]).set(size - idle);
+        self.db_pool.with_label_values(&["idle"]).set(idle);
+        self.db_pool.with_label_values(&["max"]).set(i64::from(pool.options().get_max_connections()));
     }
 
     /// Text exposition format of everything registered.

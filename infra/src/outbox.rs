@@ -306,9 +306,17 @@ impl Relay {
     }
 
     async fn sample_pending(&self) {
-        match sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox").fetch_one(&self.pool).await {
-            Ok(n) => self.metrics.outbox_pending.set(n),
-            Err(error) => tracing::debug!(%error, "cannot count outbox rows"),
+        let sampled = sqlx::query_as::<_, (i64, f64)>(
+            "SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at))::float8, 0) FROM outbox",
+        )
+        .fetch_one(&self.pool)
+        .await;
+        match sampled {
+            Ok((n, age)) => {
+                self.metrics.outbox_pending.set(n);
+                self.metrics.outbox_oldest_age_seconds.set(age.max(0.0));
+            }
+            Err(error) => tracing::debug!(%error, "cannot sample the outbox"),
         }
     }
 }

@@ -96,17 +96,11 @@ impl Platform {
         let topology = Topology::new(settings.queue_type, settings.delivery_limit);
         topology::declare(&broker, &topology).await.map_err(broker_error)?;
         let publisher = Arc::new(Publisher::new(broker.clone()));
+        let metrics = Metrics::new();
+        metrics.build_info.with_label_values(&[settings.service.as_str(), env!("CARGO_PKG_VERSION")]).set(1);
         tracing::info!(service = %settings.service, database = %redact_url(&settings.database_url),
                        broker = %redact_url(&settings.amqp_url), "connected; migrations applied; topology declared");
-        Ok(Platform {
-            settings,
-            db,
-            broker,
-            publisher,
-            waker: OutboxWaker::default(),
-            metrics: Metrics::new(),
-            topology,
-        })
+        Ok(Platform { settings, db, broker, publisher, waker: OutboxWaker::default(), metrics, topology })
     }
 
     pub fn relay(&self) -> Relay {
@@ -275,7 +269,8 @@ impl Application {
             metrics: platform.metrics.clone(),
             extra: checks,
         };
-        let router = router.merge(http::health_routes(health));
+        let tracked = axum::middleware::from_fn_with_state(platform.metrics.clone(), crate::http_metrics::track);
+        let router = router.merge(http::health_routes(health)).layer(tracked);
         tracing::info!(service = %platform.settings.service, addr = %listener.local_addr()?, "listening");
         let served = http::serve_with(listener, router, platform.settings.http, shutdown.clone()).await;
         // HTTP returns once shutdown began (or on a fatal listener error, which also stops the rest).

@@ -179,6 +179,20 @@ impl ResilienceMetrics {
     }
 }
 
+impl ResilienceMetrics {
+    /// Start a dependency's counters at 0.
+    fn init(&self, dependency: &str) {
+        for state in [BreakerState::Closed, BreakerState::HalfOpen, BreakerState::Open] {
+            self.transitions.with_label_values(&[dependency, state.as_str()]);
+        }
+        for outcome in ["ok", "transient", "permanent"] {
+            self.calls.with_label_values(&[dependency, outcome]);
+        }
+        self.rejected.with_label_values(&[dependency]);
+        self.retries.with_label_values(&[dependency]);
+    }
+}
+
 /// Observes the breaker: logs and counts transitions, remembers the state and since when.
 #[derive(Clone)]
 struct Observer {
@@ -268,6 +282,7 @@ impl Dependency {
     pub fn new(name: &'static str, policy: Policy, metrics: ResilienceMetrics) -> Self {
         let observer = Observer { name, current: Arc::new(Mutex::new((BreakerState::Closed, Utc::now()))), metrics };
         observer.metrics.state.with_label_values(&[name]).set(0);
+        observer.metrics.init(name);
         let breaker = Config::new()
             .failure_policy(failure_policy::consecutive_failures(policy.breaker_failures, open_backoff(&policy)))
             .instrument(observer.clone())

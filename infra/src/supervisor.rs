@@ -97,6 +97,7 @@ impl Supervisor {
         Fut: Future<Output = ()> + Send + 'static,
     {
         let mut delays = self.delays();
+        self.restarts.with_label_values(&[name]);
         loop {
             self.set(name, "running", None);
             let started = Instant::now();

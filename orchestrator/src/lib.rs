@@ -35,7 +35,7 @@ use crate::engine::{Engine, ReplyHandler};
 use crate::metrics::SagaMetrics;
 use crate::settings::OrchestratorSettings;
 
-/// How often gauges read from the database (open incidents) are refreshed.
+/// How often the gauges read from the database and the broker are refreshed.
 const GAUGE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -50,6 +50,7 @@ pub async fn build(settings: OrchestratorSettings) -> Result<Application, Startu
     let platform = Platform::start(settings.common.clone(), &MIGRATOR).await?;
     let metrics = SagaMetrics::register(&platform.metrics.registry)
         .map_err(|e| StartupError::Invalid(format!("metrics: {e}")))?;
+    metrics.init(&sagas::order::OrderSaga::LATEST);
     let engine = Arc::new(Engine::new(
         platform.db.clone(),
         Arc::new(settings),
@@ -66,12 +67,17 @@ pub async fn build(settings: OrchestratorSettings) -> Result<Application, Startu
         operators: Arc::new(engine.settings.admin_operators.clone()),
         engine: engine.clone(),
     };
-    let (pool, gauges) = (platform.db.clone(), engine.metrics.clone());
+    let sources = metrics::GaugeSources {
+        pool: platform.db.clone(),
+        broker: platform.broker.clone(),
+        topology: platform.topology.clone(),
+    };
+    let gauges = engine.metrics.clone();
     Ok(Application::new(platform)
         .await?
         .routes(api::router(engine.clone()))
         .routes(admin::router(admin))
         .consume(ORCHESTRATOR_QUEUE, ReplyHandler(engine))
         .job("timeout_scanner", move |token| scanner::run(scanner_engine.clone(), token))
-        .job("saga_gauges", move |token| metrics::refresh(pool.clone(), gauges.clone(), GAUGE_INTERVAL, token)))
+        .job("saga_gauges", move |token| metrics::refresh(sources.clone(), gauges.clone(), GAUGE_INTERVAL, token)))
 }

@@ -1,7 +1,18 @@
 //! The orchestrator's own metric families, registered in the process registry next to the
-//! plumbing's. Labels: saga definition, step name, final status, ignore reason: all small sets.
+//! plumbing's, and [`refresh`], the job that keeps the gauges read from the database (sagas in
+//! flight, oldest age, passed deadlines, scanner lag, open incidents) and from the broker (the
+//! depth of every queue, dead-letter and retry queues included) current. Labels: saga definition,
+//! step name, final status and outcome reason, ignore reason, queue: all small sets.
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+use contracts::topology::Topology;
+use infra::amqp::Broker;
+use lapin::options::QueueDeclareOptions;
+use lapin::types::FieldTable;
+use prometheus::{Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use sqlx::PgPool;
+
+use crate::kernel::{Ignored, SagaDefinition, Verb};
+use tokio_util::sync::CancellationToken;
 
 /// Buckets for whole-saga and step durations: 1 ms .. 5 min.
 const DURATION_BUCKETS: &[f64] =
@@ -10,7 +21,8 @@ const DURATION_BUCKETS: &[f64] =
 #[derive(Clone)]
 pub struct SagaMetrics {
     pub started: IntCounterVec,
-    /// Labels: definition, status (COMPLETED / COMPENSATED / FAILED).
+    /// Labels: definition, status (COMPLETED / COMPENSATED / FAILED), reason (see
+    /// [`crate::kernel::SagaState::outcome`]).
     pub finished: IntCounterVec,
     /// Labels: definition, status.
     pub duration_seconds: HistogramVec,
@@ -28,6 +40,13 @@ pub struct SagaMetrics {
     pub incidents_open: IntGauge,
     /// Operator verbs. Labels: verb (retry / compensate / resolve), outcome (applied / refused / error).
     pub operator_actions: IntCounterVec,
+    /// Unfinished sagas. Labels: status (RUNNING / COMPENSATING).
+    pub in_flight: IntGaugeVec,
+    pub oldest_age_seconds: Gauge,
+    pub past_deadline: IntGauge,
+    pub scanner_lag_seconds: Gauge,
+    /// Messages ready in each queue of the topology. Labels: queue.
+    pub queue_messages: IntGaugeVec,
 }
 
 impl SagaMetrics {
@@ -46,8 +65,8 @@ impl SagaMetrics {
             started: counter("saga_started_total", "Sagas started.", &["definition"])?,
             finished: counter(
                 "saga_finished_total",
-                "Sagas that reached a terminal status (COMPLETED, COMPENSATED, FAILED).",
-                &["definition", "status"],
+                "Sagas that reached a terminal status (COMPLETED, COMPENSATED, FAILED), by what ended them.",
+                &["definition", "status", "reason"],
             )?,
             duration_seconds: histogram(
                 "saga_duration_seconds",
@@ -85,25 +104,119 @@ impl SagaMetrics {
                 "Operator verbs on sagas, by verb and outcome (applied, refused, error).",
                 &["verb", "outcome"],
             )?,
+            in_flight: {
+                let g =
+                    IntGaugeVec::new(Opts::new("saga_sagas_in_flight", "Unfinished sagas, by status."), &["status"])?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+            oldest_age_seconds: gauge(
+                registry,
+                Gauge::new("saga_oldest_in_flight_age_seconds", "Age of the oldest unfinished saga; 0 when none.")?,
+            )?,
+            past_deadline: {
+                let g = IntGauge::new(
+                    "saga_sagas_past_deadline",
+                    "Unfinished sagas whose step deadline has passed and is not handled yet.",
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+            scanner_lag_seconds: gauge(
+                registry,
+                Gauge::new("saga_scanner_lag_seconds", "How long the oldest passed deadline has waited; 0 when none.")?,
+            )?,
+            queue_messages: {
+                let g = IntGaugeVec::new(
+                    Opts::new("saga_queue_messages", "Messages ready in a queue (consuming, .dlq and .retry)."),
+                    &["queue"],
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
         })
     }
 }
 
-/// Refresh the gauges read from the database every `every`, until `shutdown`.
+impl SagaMetrics {
+    /// Start the counters whose label sets a definition fixes at 0 (its steps, its commands, every
+    /// ignore reason and verb), so dashboards and alerts see them before the first event.
+    pub fn init<D: SagaDefinition>(&self, def: &D) {
+        self.started.with_label_values(&[def.name()]);
+        for step in def.steps() {
+            self.timeouts.with_label_values(&[step.name]);
+            self.incidents.with_label_values(&[step.name]);
+            for command in std::iter::once(step.command).chain(step.compensation.map(|c| c.command)) {
+                self.commands_sent.with_label_values(&[command]);
+            }
+        }
+        for reason in Ignored::ALL {
+            self.replies_ignored.with_label_values(&[reason.as_str()]);
+        }
+        for verb in [Verb::Retry, Verb::Compensate, Verb::Resolve] {
+            for outcome in ["applied", "refused", "error"] {
+                self.operator_actions.with_label_values(&[verb.as_str(), outcome]);
+            }
+        }
+    }
+}
+
+fn gauge(registry: &Registry, g: Gauge) -> Result<Gauge, prometheus::Error> {
+    registry.register(Box::new(g.clone()))?;
+    Ok(g)
+}
+
+/// Where [`refresh`] reads its gauges from.
+#[derive(Clone)]
+pub struct GaugeSources {
+    pub pool: PgPool,
+    pub broker: Broker,
+    pub topology: Topology,
+}
+
+/// Refresh the gauges read from the database and the broker every `every`, until `shutdown`.
 pub async fn refresh(
-    pool: sqlx::PgPool,
+    sources: GaugeSources,
     metrics: SagaMetrics,
     every: std::time::Duration,
-    shutdown: tokio_util::sync::CancellationToken,
+    shutdown: CancellationToken,
 ) {
     loop {
-        match crate::store::open_incidents(&pool).await {
-            Ok(n) => metrics.incidents_open.set(n),
-            Err(error) => tracing::debug!(%error, "cannot count open incidents"),
+        match crate::store::census(&sources.pool).await {
+            Ok(c) => {
+                metrics.in_flight.with_label_values(&["RUNNING"]).set(c.running);
+                metrics.in_flight.with_label_values(&["COMPENSATING"]).set(c.compensating);
+                metrics.oldest_age_seconds.set(c.oldest_age_seconds);
+                metrics.past_deadline.set(c.past_deadline);
+                metrics.scanner_lag_seconds.set(c.scanner_lag_seconds);
+                metrics.incidents_open.set(c.incidents);
+            }
+            Err(error) => tracing::debug!(%error, "cannot count the sagas"),
+        }
+        if let Err(error) = queue_depths(&sources, &metrics).await {
+            tracing::debug!(%error, "cannot read the queue depths");
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(every) => {},
         }
     }
+}
+
+/// Read every queue's depth with a passive declare (which needs no permission on the queue).
+async fn queue_depths(sources: &GaugeSources, metrics: &SagaMetrics) -> Result<(), String> {
+    let ch = sources.broker.channel().await.map_err(|e| e.to_string())?;
+    let opts = QueueDeclareOptions { passive: true, ..Default::default() };
+    for q in &sources.topology.queues {
+        match ch.queue_declare(q.name.as_str().into(), opts, FieldTable::default()).await {
+            Ok(info) => {
+                let depth = i64::from(info.message_count());
+                metrics.queue_messages.with_label_values(&[q.name.as_str()]).set(depth);
+            }
+            // A failed passive declare closes the channel: stop here, try again next round.
+            Err(e) => return Err(format!("{}: {e}", q.name)),
+        }
+    }
+    let _ = ch.close(200, "done".into()).await;
+    Ok(())
 }

@@ -20,6 +20,8 @@ pub struct Locked {
     pub data: Value,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// When the awaited step (or compensation) was first sent.
+    pub step_since: DateTime<Utc>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -31,9 +33,10 @@ struct LockedRow {
     data: Value,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    step_since: DateTime<Utc>,
 }
 
-const LOCKED_COLUMNS: &str = "id, definition, definition_version, state, data, created_at, updated_at";
+const LOCKED_COLUMNS: &str = "id, definition, definition_version, state, data, created_at, updated_at, step_since";
 
 /// A stored state that no longer decodes (a bug or a manual edit): the saga cannot be advanced.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +63,7 @@ impl LockedRow {
             data: self.data,
             created_at: self.created_at,
             updated_at: self.updated_at,
+            step_since: self.step_since,
         })
     }
 }
@@ -200,7 +204,11 @@ pub async fn update(conn: &mut PgConnection, s: &SagaWrite<'_>, e: &TimelineEntr
             UPDATE sagas SET status = $2, current_step = $3, state = $4, deadline = $5, attempt = $6,
                              failure_reason = $7, version = version + 1, updated_at = now(), attention = NULL,
                              finished_at = CASE WHEN $8 THEN coalesce(finished_at, now()) END,
-                             incident_since = CASE WHEN $15 THEN coalesce(incident_since, now()) END
+                             incident_since = CASE WHEN $15 THEN coalesce(incident_since, now()) END,
+                             step_since = CASE WHEN current_step IS DISTINCT FROM $3
+                                                 OR state->>'action' IS DISTINCT FROM $4->>'action'
+                                                 OR state->>'status' IS DISTINCT FROM $4->>'status'
+                                               THEN now() ELSE step_since END
             WHERE id = $1
             RETURNING id
          )
@@ -415,7 +423,32 @@ pub async fn list<'e>(
     .await
 }
 
-/// Unfinished sagas with an open incident.
-pub async fn open_incidents<'e>(db: impl PgExecutor<'e>) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT count(*) FROM sagas WHERE incident_since IS NOT NULL").fetch_one(db).await
+/// What the unfinished sagas look like now, for gauges.
+#[derive(Debug, Clone, Copy, Default, PartialEq, sqlx::FromRow)]
+pub struct Census {
+    pub running: i64,
+    pub compensating: i64,
+    /// Age of the oldest unfinished saga, in seconds (0 when there is none).
+    pub oldest_age_seconds: f64,
+    /// Sagas whose deadline has passed and that the scanner has not handled yet.
+    pub past_deadline: i64,
+    /// How long the oldest passed deadline has waited, in seconds (0 when none).
+    pub scanner_lag_seconds: f64,
+    pub incidents: i64,
+}
+
+/// Count the unfinished sagas (one statement over the status index).
+pub async fn census<'e>(db: impl PgExecutor<'e>) -> Result<Census, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE status = 'RUNNING') AS running,
+                count(*) FILTER (WHERE status = 'COMPENSATING') AS compensating,
+                coalesce(extract(epoch FROM now() - min(created_at))::float8, 0) AS oldest_age_seconds,
+                count(*) FILTER (WHERE deadline < now()) AS past_deadline,
+                coalesce(extract(epoch FROM now() - min(deadline) FILTER (WHERE deadline < now()))::float8, 0)
+                    AS scanner_lag_seconds,
+                count(*) FILTER (WHERE incident_since IS NOT NULL) AS incidents
+         FROM sagas WHERE status IN ('RUNNING', 'COMPENSATING')",
+    )
+    .fetch_one(db)
+    .await
 }

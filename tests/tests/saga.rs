@@ -491,7 +491,10 @@ async fn a_compensation_that_cannot_be_done_ends_failed_and_visible() {
     assert_eq!(notes[0]["kind"], "failure");
     let metrics =
         p.http.get(format!("{}/metrics", p.url(Service::Orchestrator))).send().await.unwrap().text().await.unwrap();
-    assert_eq!(metric(&metrics, "saga_finished_total{definition=\"order\",status=\"FAILED\"}"), 1.0);
+    assert_eq!(
+        metric(&metrics, "saga_finished_total{definition=\"order\",reason=\"compensation_failed\",status=\"FAILED\"}"),
+        1.0
+    );
     p.shutdown().await;
 }
 

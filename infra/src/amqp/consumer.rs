@@ -77,6 +77,7 @@ pub async fn run<H: DeliveryHandler>(
     shutdown: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(100);
+    metrics.init_queue(&config.queue);
     let in_flight = TaskTracker::new();
     let mut lost = false;
     while !shutdown.is_cancelled() {
@@ -129,6 +130,7 @@ async fn session<H: DeliveryHandler>(
         .await
         .map_err(|e| format!("basic.consume on {}: {e}", config.queue))?;
     let tag = consumer.tag();
+    metrics.consumer_prefetch.with_label_values(&[&config.queue]).set(i64::from(config.prefetch));
     tracing::info!(queue = %config.queue, prefetch = config.prefetch, "consuming");
     let result = loop {
         tokio::select! {
@@ -177,6 +179,8 @@ async fn handle_one<H: DeliveryHandler>(
     );
     async {
         metrics.consumed.with_label_values(&[queue]).inc();
+        let in_flight = metrics.consumer_in_flight.with_label_values(&[queue]);
+        in_flight.inc();
         let incoming = Incoming {
             exchange: delivery.exchange.to_string(),
             routing_key: delivery.routing_key.to_string(),
@@ -203,6 +207,7 @@ async fn handle_one<H: DeliveryHandler>(
             tracing::warn!(%error, "could not settle delivery; it will be redelivered");
         }
         metrics.handle_seconds.with_label_values(&[queue]).observe(started.elapsed().as_secs_f64());
+        in_flight.dec();
     }
     .instrument(span)
     .await;

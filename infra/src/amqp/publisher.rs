@@ -26,6 +26,9 @@ pub enum PublishError {
 
 impl PublishError {
     /// Stable code for metrics and logs.
+    /// Every [`PublishError::code`].
+    pub const CODES: [&'static str; 4] = ["nack", "returned", "timeout", "broker"];
+
     pub fn code(&self) -> &'static str {
         match self {
             PublishError::Nack => "nack",

@@ -226,7 +226,8 @@ impl Engine {
     fn observe(&self, before: &Locked, after: &SagaState) {
         if after.status.is_terminal() && !before.state.status.is_terminal() {
             let labels = [before.definition.as_str(), after.status.as_str()];
-            self.metrics.finished.with_label_values(&labels).inc();
+            let outcome = [labels[0], labels[1], after.outcome()];
+            self.metrics.finished.with_label_values(&outcome).inc();
             let took = (Utc::now() - before.created_at).to_std().unwrap_or_default();
             self.metrics.duration_seconds.with_label_values(&labels).observe(took.as_secs_f64());
         }

@@ -66,7 +66,7 @@ impl Engine {
                 ReplyOutcome::Success => "success",
                 ReplyOutcome::Failure { .. } => "failure",
             };
-            let waited = (Utc::now() - saga.updated_at).to_std().unwrap_or_default();
+            let waited = (Utc::now() - saga.step_since).to_std().unwrap_or_default();
             self.metrics.step_seconds.with_label_values(&[step, outcome]).observe(waited.as_secs_f64());
         }
     }

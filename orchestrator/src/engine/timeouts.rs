@@ -92,7 +92,7 @@ impl Engine {
         outbox::enqueue(&mut tx, &planned.messages).await?;
         tx.commit().await?;
         self.waker.wake();
-        self.metrics.finished.with_label_values(&[remains.definition.as_str(), "FAILED"]).inc();
+        self.metrics.finished.with_label_values(&[remains.definition.as_str(), "FAILED", "unreadable"]).inc();
         tracing::error!(saga_id = %saga_id, %reason, "unreadable saga ended FAILED");
         Ok(())
     }

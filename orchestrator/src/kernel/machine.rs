@@ -53,6 +53,7 @@ impl<D: SagaDefinition> Kernel<'_, D> {
             steps,
             failure_reason: None,
             incident: None,
+            cause: None,
         };
         let note = format!("started; {}", self.steps()[0].name);
         applied(state, self.send(0, Action::Do, 1), note)
@@ -108,6 +109,7 @@ impl<D: SagaDefinition> Kernel<'_, D> {
                 }
                 s.steps[i].status = StepStatus::Failed;
                 s.steps[i].reason = Some(reason.clone());
+                s.cause.get_or_insert_with(|| message_type.to_owned());
                 let why = format!("{message_type}: {reason}");
                 let note = format!("{} failed ({why})", def.name);
                 self.compensate_below(s, i, why, note)
@@ -156,6 +158,7 @@ impl<D: SagaDefinition> Kernel<'_, D> {
                 let why = format!("{} timed out after {attempt} attempts", def.name);
                 s.steps[i].status = StepStatus::TimedOut;
                 s.steps[i].reason = Some(why.clone());
+                s.cause.get_or_insert_with(|| "timeout".to_owned());
                 let note = format!("{why}; outcome unknown, compensating it too");
                 // `i + 1`: the timed-out step itself is compensated first.
                 self.compensate_below(s, i + 1, why, note)
@@ -322,6 +325,7 @@ impl<D: SagaDefinition> Kernel<'_, D> {
         s.incident = None;
         s.steps[i].status = StepStatus::Abandoned;
         s.steps[i].reason = Some(why.clone());
+        s.cause.get_or_insert_with(|| "operator".to_owned());
         let note = format!("{} abandoned (outcome unknown) {by}", def.name);
         self.compensate_below(s, i + 1, why, note)
     }

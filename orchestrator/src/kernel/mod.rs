@@ -132,6 +132,16 @@ pub enum Ignored {
 }
 
 impl Ignored {
+    pub const ALL: [Ignored; 7] = [
+        Ignored::Terminal,
+        Ignored::Duplicate,
+        Ignored::Late,
+        Ignored::Unexpected,
+        Ignored::Stale,
+        Ignored::Recoverable,
+        Ignored::InIncident,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Ignored::Terminal => "terminal",

@@ -120,9 +120,23 @@ pub struct SagaState {
     pub failure_reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub incident: Option<Incident>,
+    /// What started the compensation, as a bounded label: the failure reply's type (e.g.
+    /// `payment.declined`), `timeout` or `operator`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
 }
 
 impl SagaState {
+    /// A bounded label for how a finished saga ended: `completed`; `compensation_failed` for
+    /// FAILED; for COMPENSATED, what started the compensation ([`SagaState::cause`]).
+    pub fn outcome(&self) -> &str {
+        match self.status {
+            SagaStatus::Completed => "completed",
+            SagaStatus::Failed => "compensation_failed",
+            _ => self.cause.as_deref().unwrap_or("unknown"),
+        }
+    }
+
     /// The step the saga is waiting on; `None` once it is finished.
     pub fn current_step_name(&self) -> Option<&str> {
         if self.status.is_terminal() {

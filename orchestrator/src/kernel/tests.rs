@@ -988,3 +988,20 @@ fn bad_definitions_are_refused() {
     assert_eq!(validate(&[step("a", C, 0, true), step("b", P, 1, false), step("c", R, 2, false)]), Ok(()));
     assert_eq!(validate(ORDER_STEPS), Ok(()));
 }
+
+#[test]
+fn how_a_saga_ended_is_a_bounded_label() {
+    let outcome = |inputs: &[In]| run(inputs).state.unwrap().outcome().to_owned();
+    assert_eq!(outcome(HAPPY), "completed");
+    assert_eq!(outcome(&[Start, R("inventory.rejected")]), "inventory.rejected");
+    assert_eq!(
+        outcome(&[Start, R("inventory.reserved"), R("payment.declined"), R("inventory.released")]),
+        "payment.declined"
+    );
+    assert_eq!(outcome(&[Start, Timeout, Timeout, Timeout, R("inventory.released")]), "timeout");
+    assert_eq!(outcome(&[Start, Op(Verb::Compensate, "x"), R("inventory.released")]), "operator");
+    assert_eq!(
+        outcome(&[Start, R("inventory.reserved"), R("payment.declined"), Timeout, Timeout]),
+        "compensation_failed"
+    );
+}
