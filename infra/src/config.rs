@@ -124,6 +124,9 @@ pub struct Settings {
     /// above `db_pool_size` is warned about at start: deliveries beyond the pool wait for a
     /// connection.
     pub prefetch: u16,
+    /// Most PostgreSQL connections of this process, the relay's listener included. The default
+    /// (8) lets two instances of each of the five processes share a PostgreSQL with its default
+    /// `max_connections` (100): 2 x 5 x 8 = 80, leaving 20 for migrations, psql and the rest.
     pub db_pool_size: u32,
     pub amqp_pool_size: usize,
     /// How long in-flight work may take to finish after a shutdown signal.
@@ -174,8 +177,8 @@ impl Settings {
             http_addr: env.parse("HTTP_ADDR", SocketAddr::from(([127, 0, 0, 1], default_port)))?,
             queue_type: env.parse("QUEUE_TYPE", QueueType::Classic)?,
             delivery_limit: env.at_least("DELIVERY_LIMIT", 20, 1)?,
-            prefetch: env.at_least("PREFETCH", 16, 1)?,
-            db_pool_size: env.at_least("DB_POOL_SIZE", 16, 1)?,
+            prefetch: env.at_least("PREFETCH", 8, 1)?,
+            db_pool_size: env.at_least("DB_POOL_SIZE", 8, 1)?,
             amqp_pool_size: env.at_least("AMQP_POOL_SIZE", 4, 1)?,
             shutdown_timeout: env.millis("SHUTDOWN_TIMEOUT_MS", 10_000)?,
             relay_poll_interval: env.millis("RELAY_POLL_INTERVAL_MS", 1_000)?,

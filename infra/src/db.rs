@@ -8,8 +8,13 @@ use sqlx::PgPool;
 use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::postgres::PgPoolOptions;
 
-/// Connect a pool of at most `size` connections.
+/// Connect a pool of at most `size` connections (the outbox relay's listener holds one of them).
+/// One connection is made directly first, so a refusal (`sorry, too many clients already`, a bad
+/// password, a missing database) is reported in the database's own words instead of as a pool
+/// timeout.
 pub async fn connect(url: &str, size: u32) -> Result<PgPool, sqlx::Error> {
+    use sqlx::Connection;
+    sqlx::PgConnection::connect(url).await?.close().await?;
     PgPoolOptions::new()
         .max_connections(size)
         .min_connections(1)

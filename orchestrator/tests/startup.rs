@@ -45,3 +45,23 @@ fn an_unreachable_database_is_a_clear_error() {
     assert!(text.contains("cannot connect to PostgreSQL"), "{text}");
     assert!(!text.contains("hunter2") && !text.contains("panicked"), "{text}");
 }
+
+#[tokio::test]
+async fn a_database_that_refuses_connections_is_named_in_its_own_words() {
+    // A role PostgreSQL admits no connection for: what a full server says ("too many clients")
+    // reaches the operator the same way, not as a pool timeout.
+    let role = infra::testing::unique_name("full");
+    let admin = sqlx::PgPool::connect("postgres://postgres@127.0.0.1:5432/postgres").await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE ROLE \"{role}\" LOGIN CONNECTION LIMIT 0")))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let url = format!("postgres://{role}@127.0.0.1:5432/postgres");
+    let (code, text) = tokio::task::spawn_blocking(move || run_binary(BIN, &[("ORCHESTRATOR_DATABASE_URL", &url)]))
+        .await
+        .unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP ROLE \"{role}\""))).execute(&admin).await.unwrap();
+    assert_ne!(code, 0);
+    assert!(text.contains("too many connections for role"), "{text}");
+    assert!(!text.contains("pool timed out") && !text.contains("panicked"), "{text}");
+}
