@@ -57,9 +57,8 @@ async fn a_database_that_refuses_connections_is_named_in_its_own_words() {
         .await
         .unwrap();
     let url = format!("postgres://{role}@127.0.0.1:5432/postgres");
-    let (code, text) = tokio::task::spawn_blocking(move || run_binary(BIN, &[("ORCHESTRATOR_DATABASE_URL", &url)]))
-        .await
-        .unwrap();
+    let (code, text) =
+        tokio::task::spawn_blocking(move || run_binary(BIN, &[("ORCHESTRATOR_DATABASE_URL", &url)])).await.unwrap();
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP ROLE \"{role}\""))).execute(&admin).await.unwrap();
     assert_ne!(code, 0);
     assert!(text.contains("too many connections for role"), "{text}");

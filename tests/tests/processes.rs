@@ -10,7 +10,7 @@
 //! configuration and the signal handling that only a real process has.
 
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -270,5 +270,96 @@ async fn lost_outside_answers_and_kill_9_of_payment_and_shipping_leave_nothing_h
     assert_eq!(keys.len(), auths.len(), "one authorization per key");
     assert!(auths.len() <= ids.len() - 6, "orders over the limit never reached the gateway");
     cluster.stop().await;
+    p.shutdown().await;
+}
+
+/// `infra/dev up`, stopped with SIGTERM (so it stops its processes) if the test ends early.
+struct DevUp(Child);
+
+impl Drop for DevUp {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+            for _ in 0..200 {
+                if !matches!(self.0.try_wait(), Ok(None)) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+#[tokio::test]
+async fn infra_dev_up_restarts_a_process_that_dies_and_stops_everything_on_sigterm() {
+    tokio::task::spawn_blocking(build_binaries).await.expect("build");
+    let p = TestPlatform::new(TestConfig::default()).await;
+    let state = std::env::temp_dir().join(format!("saga-dev-up-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&state).expect("state dir");
+    let (gateway, carrier) = (free_port(), free_port());
+    let mut envs = vec![
+        env("DEV_NO_BUILD", "1"),
+        env("DEV_BIN_DIR", bin_dir().display().to_string()),
+        env("DEV_STATE_DIR", state.display().to_string()),
+        env("AMQP_URL", p.vhost.amqp_url.clone()),
+        env("OUTSIDE_GATEWAY_ADDR", format!("127.0.0.1:{gateway}")),
+        env("OUTSIDE_CARRIER_ADDR", format!("127.0.0.1:{carrier}")),
+        env("PAYMENT_GATEWAY_URL", format!("http://127.0.0.1:{gateway}")),
+        env("SHIPPING_CARRIER_URL", format!("http://127.0.0.1:{carrier}")),
+    ];
+    let mut urls = Vec::new();
+    for service in Service::ALL {
+        let (prefix, port) = (service.name().to_uppercase(), free_port());
+        envs.push(env(&format!("{prefix}_DATABASE_URL"), p.database_url(service)));
+        envs.push(env(&format!("{prefix}_HTTP_ADDR"), format!("127.0.0.1:{port}")));
+        urls.push(format!("http://127.0.0.1:{port}"));
+    }
+    let output = state.join("up.out");
+    let out = std::fs::File::create(&output).expect("output file");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/dev");
+    let mut up = DevUp(
+        Command::new(&script)
+            .arg("up")
+            .envs(envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("output"))
+            .stderr(out)
+            .spawn()
+            .expect("start infra/dev up"),
+    );
+    let said = || std::fs::read_to_string(&output).unwrap_or_default();
+    eventually("infra/dev up says the platform is ready", WAIT, || async { said().contains("is ready").then_some(()) })
+        .await;
+    let payment = Cluster::index(Service::Payment);
+    let pid_file = state.join("pids/payment.pid");
+    let pid = std::fs::read_to_string(&pid_file).expect("payment's pid").trim().to_owned();
+    assert!(Command::new("kill").args(["-KILL", &pid]).status().expect("kill").success());
+    eventually("the restart is announced", WAIT, || async {
+        said().contains("payment (killed by SIGKILL) ended; restarting payment in 1s").then_some(())
+    })
+    .await;
+    eventually("payment is back", WAIT, || async {
+        let again = std::fs::read_to_string(&pid_file).ok()?.trim().to_owned();
+        let r = p.http.get(format!("{}/health/ready", urls[payment])).send().await.ok()?;
+        (again != pid && !again.is_empty() && r.status().is_success()).then_some(())
+    })
+    .await;
+    let r = p.submit_to(&urls[0], &order("SKU-0004", 1, 250, "DE"), None).await;
+    assert_eq!(r.status().as_u16(), 202);
+    let id = r.json::<Value>().await.expect("json")["saga_id"].as_str().expect("saga_id").to_owned();
+    eventually("the saga completes after the restart", WAIT, || async {
+        (p.get_json(&format!("{}/sagas/{id}", urls[0])).await["status"] == "COMPLETED").then_some(())
+    })
+    .await;
+    let up_pid = up.0.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &up_pid]).status().expect("kill").success());
+    let status = exit_status(&mut up.0, Duration::from_secs(60)).await;
+    assert_eq!(status.code(), Some(143), "{}", said());
+    for url in &urls {
+        assert!(p.http.get(format!("{url}/health/live")).send().await.is_err(), "{url} still answers after SIGTERM");
+    }
+    let _ = std::fs::remove_dir_all(&state);
     p.shutdown().await;
 }
