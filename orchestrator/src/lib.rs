@@ -9,6 +9,7 @@
 //! - [`store`]: the `sagas` and `saga_events` tables.
 //! - [`api`] and [`validate`]: the HTTP API and its input rules.
 //! - [`admin`]: the operator API (bearer token): dead letters and saga verbs; [`audit`]: its trail.
+//! - [`auditor`]: the consistency auditor (do the participants and outside systems agree?).
 //! - [`settings`], [`metrics`]: configuration and the saga metric families.
 //!
 //! [`build`] assembles the process; `main.rs` only reads settings and runs it.
@@ -16,6 +17,7 @@
 pub mod admin;
 pub mod api;
 pub mod audit;
+pub mod auditor;
 pub mod engine;
 pub mod kernel;
 pub mod metrics;
