@@ -1,7 +1,13 @@
-//! The broker topology as data: exchanges, queues, bindings, dead-letter and retry routes.
+//! The broker topology as data: exchanges, queues, bindings, dead-letter and retry routes; and
+//! who may do what with them.
 //!
-//! Every process declares this (idempotently) at start, and `infra/deploy/rabbitmq/definitions.json`
-//! is generated from it ([`Topology::definitions_json`]); a test keeps the file equal to the code.
+//! `infra/deploy/rabbitmq/definitions.json` is generated from it ([`Topology::definitions_json`]),
+//! and so is `users.json` ([`Topology::users_json`]: one broker user per process, with
+//! least-privilege permissions); tests keep both files equal to the code.
+//!
+//! Each process declares (idempotently, at start) only its [`Role`]'s part
+//! ([`Topology::for_role`]), and its user's permissions ([`Topology::access`]) are derived from
+//! exactly that part plus what the process publishes and reads at run time.
 //!
 //! Shape:
 //! - topic exchanges `saga.commands`, `saga.replies`, `saga.events`;
@@ -12,6 +18,16 @@
 //! - each consuming queue has a delay queue `<queue>.retry`, reached through the direct exchange
 //!   `saga.retry` (routing key = the queue's name); a message parked there with a per-message
 //!   expiration returns to its queue through the default exchange when it expires.
+//!
+//! Who declares what ([`Role`]): each process declares its own consuming queue with its `.dlq`
+//! and `.retry` queues and their bindings, and the exchanges it publishes to or binds from. The
+//! orchestrator, which starts every flow and operates the dead letters, also declares the queues
+//! its commands and events are routed to (the participants' command queues and
+//! `notification.events`) and every `.dlq`: so a command is never returned as unroutable, nor an
+//! event dropped, because its consumer has not started yet, and the operator API finds every
+//! dead-letter queue. Participants declare nothing of anyone else's.
+
+use std::collections::BTreeSet;
 
 use serde_json::{Value, json};
 
@@ -249,6 +265,201 @@ impl Topology {
     }
 }
 
+/// How RabbitMQ names the default exchange (`""`) in its permission checks.
+pub const DEFAULT_EXCHANGE_RESOURCE: &str = "amq.default";
+
+/// A process of the platform as the broker sees it: the part of the topology it declares, and
+/// the user it connects as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    Orchestrator,
+    Inventory,
+    Payment,
+    Shipping,
+    Notification,
+}
+
+impl Role {
+    pub const ALL: [Role; 5] = [Role::Orchestrator, Role::Inventory, Role::Payment, Role::Shipping, Role::Notification];
+
+    /// Its name, which is also the name of its broker user.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Orchestrator => "orchestrator",
+            Role::Inventory => "inventory",
+            Role::Payment => "payment",
+            Role::Shipping => "shipping",
+            Role::Notification => "notification",
+        }
+    }
+
+    /// The queue it consumes.
+    pub fn queue(self) -> &'static str {
+        match self {
+            Role::Orchestrator => ORCHESTRATOR_QUEUE,
+            Role::Inventory => INVENTORY_QUEUE,
+            Role::Payment => PAYMENT_QUEUE,
+            Role::Shipping => SHIPPING_QUEUE,
+            Role::Notification => NOTIFICATION_QUEUE,
+        }
+    }
+
+    /// The exchanges it publishes to. Every role's consumer moves what it dead-letters or parks
+    /// to `saga.dlx` or `saga.retry`; the orchestrator sends commands and events, and replays a
+    /// dead letter to where it was first sent (any of the three topic exchanges); participants
+    /// send replies and notices.
+    pub fn publishes_to(self) -> &'static [&'static str] {
+        match self {
+            Role::Orchestrator => {
+                &[COMMANDS_EXCHANGE, EVENTS_EXCHANGE, REPLIES_EXCHANGE, DEAD_LETTER_EXCHANGE, RETRY_EXCHANGE]
+            }
+            _ => &[REPLIES_EXCHANGE, DEAD_LETTER_EXCHANGE, RETRY_EXCHANGE],
+        }
+    }
+
+    /// Whether it declares the queues its messages are routed to and operates every dead-letter
+    /// queue: the orchestrator.
+    fn is_hub(self) -> bool {
+        self == Role::Orchestrator
+    }
+
+    /// The password of its broker user in the generated `users.json`: a development password,
+    /// for the local docker compose stack only. A real deployment creates the users with
+    /// passwords of its own (and the same permissions).
+    pub fn dev_password(self) -> String {
+        format!("{}-dev-password", self.name())
+    }
+
+    /// Whether this role declares `queue` (see the module doc).
+    fn declares(self, queue: &Queue) -> bool {
+        let owned = queue.owner.as_deref() == Some(self.queue());
+        match queue.role {
+            QueueRole::Consuming => {
+                queue.name == self.queue()
+                    || (self.is_hub() && queue.bindings.iter().any(|b| self.publishes_to().contains(&b.exchange)))
+            }
+            QueueRole::DeadLetter => owned || self.is_hub(),
+            QueueRole::Retry => owned,
+        }
+    }
+}
+
+impl Queue {
+    /// Its `x-dead-letter-exchange` argument (`""` is the default exchange), if it has one.
+    pub fn dead_letter_exchange(&self) -> Option<&str> {
+        self.arguments.iter().find_map(|(k, v)| match v {
+            ArgValue::Str(s) if *k == "x-dead-letter-exchange" => Some(s.as_str()),
+            _ => None,
+        })
+    }
+}
+
+/// The resources a role needs each permission on, named as RabbitMQ checks them (the default
+/// exchange is [`DEFAULT_EXCHANGE_RESOURCE`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Access {
+    pub configure: BTreeSet<String>,
+    pub write: BTreeSet<String>,
+    pub read: BTreeSet<String>,
+}
+
+/// A user's permissions in one vhost: three anchored regular expressions, as RabbitMQ takes them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Permissions {
+    pub configure: String,
+    pub write: String,
+    pub read: String,
+}
+
+impl Access {
+    /// Regular expressions that match exactly these resources and nothing else.
+    pub fn permissions(&self) -> Permissions {
+        Permissions { configure: exactly(&self.configure), write: exactly(&self.write), read: exactly(&self.read) }
+    }
+}
+
+/// A regular expression matching exactly `names` (`^$`, nothing, when there are none).
+fn exactly(names: &BTreeSet<String>) -> String {
+    if names.is_empty() {
+        return "^$".to_owned();
+    }
+    let alternatives: Vec<String> = names.iter().map(|n| escape_regex(n)).collect();
+    format!("^({})$", alternatives.join("|"))
+}
+
+fn escape_regex(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 4);
+    for c in name.chars() {
+        if "\\.^$|?*+()[]{}".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+impl Topology {
+    /// The part of this topology `role` declares, in the same order: the queues of
+    /// [`Role`]'s rule with their bindings, and the exchanges it publishes to or binds from.
+    pub fn for_role(&self, role: Role) -> Topology {
+        let queues: Vec<Queue> = self.queues.iter().filter(|q| role.declares(q)).cloned().collect();
+        let bound_from = |name: &str| queues.iter().any(|q| q.bindings.iter().any(|b| b.exchange == name));
+        let exchanges = self
+            .exchanges
+            .iter()
+            .filter(|e| role.publishes_to().contains(&e.name) || bound_from(e.name))
+            .cloned()
+            .collect();
+        Topology { exchanges, queues }
+    }
+
+    /// What `role` needs on the broker, from RabbitMQ's access-control table: configure on what
+    /// it declares; write on the exchanges it publishes to, on the dead-letter exchange of each
+    /// queue it declares and on each queue it binds; read on the queue it consumes (the
+    /// orchestrator: also every `.dlq`, for the operator API), on each queue it declares with a
+    /// dead-letter exchange and on each exchange it binds from. Passive declarations need nothing;
+    /// dead-lettering and expiry are done by the broker itself.
+    pub fn access(&self, role: Role) -> Access {
+        let part = self.for_role(role);
+        let mut a = Access::default();
+        a.configure.extend(part.exchanges.iter().map(|e| e.name.to_owned()));
+        a.configure.extend(part.queues.iter().map(|q| q.name.clone()));
+        a.write.extend(role.publishes_to().iter().map(|e| (*e).to_owned()));
+        a.read.insert(role.queue().to_owned());
+        if role.is_hub() {
+            a.read.extend(self.dead_letter_queues().map(|q| q.name.clone()));
+        }
+        for q in &part.queues {
+            if let Some(dlx) = q.dead_letter_exchange() {
+                a.write.insert(if dlx.is_empty() { DEFAULT_EXCHANGE_RESOURCE } else { dlx }.to_owned());
+                a.read.insert(q.name.clone());
+            }
+            for b in &q.bindings {
+                a.write.insert(q.name.clone());
+                a.read.insert(b.exchange.to_owned());
+            }
+        }
+        a
+    }
+
+    /// The `users.json` definitions document for `vhost`: one user per [`Role`] with exactly the
+    /// permissions of [`Topology::access`] and a development password ([`Role::dev_password`]),
+    /// and `guest`, the development administrator (all permissions; the management console and
+    /// `infra/dev` use it).
+    pub fn users_json(&self, vhost: &str) -> Value {
+        let mut users = vec![json!({"name": "guest", "password": "guest", "tags": "administrator"})];
+        let mut permissions =
+            vec![json!({"user": "guest", "vhost": vhost, "configure": ".*", "write": ".*", "read": ".*"})];
+        for role in Role::ALL {
+            let p = self.access(role).permissions();
+            users.push(json!({"name": role.name(), "password": role.dev_password(), "tags": ""}));
+            permissions.push(json!({"user": role.name(), "vhost": vhost, "configure": p.configure,
+                                    "write": p.write, "read": p.read}));
+        }
+        json!({"users": users, "permissions": permissions})
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,6 +489,98 @@ mod tests {
                 .iter()
                 .any(|(k, _)| *k == "x-delivery-limit")
         );
+    }
+
+    fn names(t: &Topology) -> BTreeSet<String> {
+        t.exchanges.iter().map(|e| e.name.to_owned()).chain(t.queues.iter().map(|q| q.name.clone())).collect()
+    }
+
+    #[test]
+    fn the_roles_parts_together_are_the_whole_topology() {
+        let whole = Topology::new(QueueType::Quorum, 5);
+        let mut declared = BTreeSet::new();
+        for role in Role::ALL {
+            let part = whole.for_role(role);
+            // A part is a part: the same queues with the same arguments and bindings.
+            assert!(part.queues.iter().all(|q| whole.queue(&q.name) == Some(q)), "{role:?}");
+            declared.extend(names(&part));
+        }
+        assert_eq!(declared, names(&whole));
+    }
+
+    #[test]
+    fn a_participant_declares_only_its_own_queues() {
+        let whole = Topology::new(QueueType::Classic, 5);
+        for role in [Role::Inventory, Role::Payment, Role::Shipping, Role::Notification] {
+            let part = whole.for_role(role);
+            let queues: Vec<&str> = part.queues.iter().map(|q| q.name.as_str()).collect();
+            let own = role.queue();
+            assert_eq!(queues, [own.to_owned(), dead_letter_queue(own), retry_queue(own)], "{role:?}");
+            let exchanges: Vec<&str> = part.exchanges.iter().map(|e| e.name).collect();
+            let bound = part.queues[0].bindings[0].exchange;
+            assert!(exchanges.contains(&bound) && exchanges.contains(&REPLIES_EXCHANGE), "{role:?}: {exchanges:?}");
+        }
+    }
+
+    #[test]
+    fn the_orchestrator_declares_where_its_messages_go_and_every_dead_letter_queue() {
+        let whole = Topology::new(QueueType::Classic, 5);
+        let part = whole.for_role(Role::Orchestrator);
+        for consumer in [INVENTORY_QUEUE, PAYMENT_QUEUE, SHIPPING_QUEUE, NOTIFICATION_QUEUE, ORCHESTRATOR_QUEUE] {
+            assert!(part.queue(consumer).is_some(), "{consumer}");
+            assert!(part.queue(&dead_letter_queue(consumer)).is_some(), "{consumer}");
+        }
+        // Parking for a delayed retry is each consumer's own business.
+        assert!(part.queue(&retry_queue(PAYMENT_QUEUE)).is_none());
+        assert!(part.queue(&retry_queue(ORCHESTRATOR_QUEUE)).is_some());
+        assert_eq!(part.exchanges, whole.exchanges);
+    }
+
+    #[test]
+    fn a_participant_may_touch_only_its_own_queues_and_publish_only_replies() {
+        let whole = Topology::new(QueueType::Classic, 5);
+        let a = whole.access(Role::Payment);
+        let own = |name: &String| name.starts_with("payment.commands") || name.starts_with("saga.");
+        assert!(a.configure.iter().all(own), "{a:?}");
+        assert!(a.read.iter().all(own), "{a:?}");
+        assert!(a.write.iter().all(|n| own(n) || n == DEFAULT_EXCHANGE_RESOURCE), "{a:?}");
+        for foreign in [COMMANDS_EXCHANGE, EVENTS_EXCHANGE, INVENTORY_QUEUE, ORCHESTRATOR_QUEUE] {
+            assert!(!a.write.contains(foreign), "{foreign}");
+        }
+        assert!(a.read.contains(PAYMENT_QUEUE) && a.write.contains(REPLIES_EXCHANGE));
+        // Its retry queue returns messages through the default exchange: declaring it needs that.
+        assert!(a.write.contains(DEFAULT_EXCHANGE_RESOURCE));
+    }
+
+    #[test]
+    fn the_orchestrator_reads_every_dead_letter_queue_and_sends_commands_and_events() {
+        let whole = Topology::new(QueueType::Classic, 5);
+        let a = whole.access(Role::Orchestrator);
+        assert!(whole.dead_letter_queues().all(|q| a.read.contains(&q.name)));
+        for e in [COMMANDS_EXCHANGE, EVENTS_EXCHANGE, REPLIES_EXCHANGE] {
+            assert!(a.write.contains(e), "{e}");
+        }
+    }
+
+    #[test]
+    fn permissions_match_exactly_the_names() {
+        let names: BTreeSet<String> = ["a.b".to_owned(), "c".to_owned()].into();
+        let a = Access { configure: names, write: BTreeSet::new(), read: ["x(y)*".to_owned()].into() };
+        let p = a.permissions();
+        assert_eq!(p.configure, r"^(a\.b|c)$");
+        assert_eq!(p.write, "^$");
+        assert_eq!(p.read, r"^(x\(y\)\*)$");
+    }
+
+    #[test]
+    fn the_users_document_has_guest_and_one_user_per_role() {
+        let doc = Topology::new(QueueType::Classic, 5).users_json("/");
+        let users: Vec<&str> = doc["users"].as_array().unwrap().iter().map(|u| u["name"].as_str().unwrap()).collect();
+        assert_eq!(users, ["guest", "orchestrator", "inventory", "payment", "shipping", "notification"]);
+        let perms = doc["permissions"].as_array().unwrap();
+        assert_eq!(perms.len(), users.len());
+        assert_eq!(perms[3]["user"], "payment");
+        assert!(perms[3]["read"].as_str().unwrap().contains(r"payment\.commands"));
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Golden JSON fixtures for every message, and the generated RabbitMQ definitions file.
+//! Golden JSON fixtures for every message, and the generated RabbitMQ definitions and users files.
 //!
 //! Each fixture in `tests/fixtures/<type>.json` is the exact body a v1 producer writes. The test
 //! decodes it, re-encodes it and compares, so a change to a wire type that would break a reader
@@ -204,11 +204,10 @@ fn commands_route_to_their_participant() {
     }
 }
 
-#[test]
-fn deploy_definitions_file_equals_the_code() {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../infra/deploy/rabbitmq/definitions.json");
-    let generated = Topology::new(QueueType::Classic, 5).definitions_json("/");
-    let text = serde_json::to_string_pretty(&generated).unwrap() + "\n";
+/// `infra/deploy/rabbitmq/<name>` equals `generated` (written first with `UPDATE_FIXTURES=1`).
+fn check_deploy_file(name: &str, generated: &serde_json::Value) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../infra/deploy/rabbitmq").join(name);
+    let text = serde_json::to_string_pretty(generated).unwrap() + "\n";
     if std::env::var_os("UPDATE_FIXTURES").is_some() {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, &text).unwrap();
@@ -217,7 +216,17 @@ fn deploy_definitions_file_equals_the_code() {
         .unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_FIXTURES=1 to generate)", path.display()));
     let on_disk: serde_json::Value = serde_json::from_str(&on_disk).unwrap();
     assert_eq!(
-        on_disk, generated,
-        "infra/deploy/rabbitmq/definitions.json drifted from contracts::topology; regenerate with UPDATE_FIXTURES=1 cargo test -p contracts"
+        &on_disk, generated,
+        "infra/deploy/rabbitmq/{name} drifted from contracts::topology; regenerate with UPDATE_FIXTURES=1 cargo test -p contracts"
     );
+}
+
+#[test]
+fn deploy_definitions_file_equals_the_code() {
+    check_deploy_file("definitions.json", &Topology::new(QueueType::Classic, 5).definitions_json("/"));
+}
+
+#[test]
+fn deploy_users_file_equals_the_code() {
+    check_deploy_file("users.json", &Topology::new(QueueType::Classic, 5).users_json("/"));
 }

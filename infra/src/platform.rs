@@ -13,7 +13,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use axum::Router;
-use contracts::topology::Topology;
+use contracts::topology::{Role, Topology};
 use sqlx::PgPool;
 use sqlx::migrate::{MigrateError, Migrator};
 use tokio::net::TcpListener;
@@ -70,13 +70,16 @@ pub struct Platform {
     pub publisher: Arc<Publisher>,
     pub waker: OutboxWaker,
     pub metrics: Metrics,
+    /// The process's part of the broker topology ([`Topology::for_role`]): what it declared at
+    /// start, and declares again when a consumer lost its channel.
     pub topology: Topology,
 }
 
 impl Platform {
-    /// Connect to the database and apply migrations, connect to the broker and declare the
-    /// topology. Fails with a clear error if either is unreachable.
-    pub async fn start(settings: Settings, migrator: &Migrator) -> Result<Self, StartupError> {
+    /// Connect to the database and apply migrations, connect to the broker and declare `role`'s
+    /// part of the topology (all its broker user may declare). Fails with a clear error if either
+    /// is unreachable.
+    pub async fn start(settings: Settings, role: Role, migrator: &Migrator) -> Result<Self, StartupError> {
         if u32::from(settings.prefetch) > settings.db_pool_size {
             tracing::warn!(
                 prefetch = settings.prefetch,
@@ -93,12 +96,12 @@ impl Platform {
         let broker_error = |source| StartupError::Broker { url: redact_url(&settings.amqp_url), source };
         let broker =
             Broker::new(&settings.amqp_url, settings.amqp_pool_size, &settings.service).map_err(broker_error)?;
-        let topology = Topology::new(settings.queue_type, settings.delivery_limit);
+        let topology = Topology::new(settings.queue_type, settings.delivery_limit).for_role(role);
         topology::declare(&broker, &topology).await.map_err(broker_error)?;
         let publisher = Arc::new(Publisher::new(broker.clone()));
         let metrics = Metrics::new();
         metrics.build_info.with_label_values(&[settings.service.as_str(), env!("CARGO_PKG_VERSION")]).set(1);
-        tracing::info!(service = %settings.service, database = %redact_url(&settings.database_url),
+        tracing::info!(service = %settings.service, role = role.name(), database = %redact_url(&settings.database_url),
                        broker = %redact_url(&settings.amqp_url), "connected; migrations applied; topology declared");
         Ok(Platform { settings, db, broker, publisher, waker: OutboxWaker::default(), metrics, topology })
     }

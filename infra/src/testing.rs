@@ -1,6 +1,7 @@
 //! Test isolation on the real services: each test gets its own PostgreSQL database(s) and its own
-//! RabbitMQ vhost, created here and removed when the guard drops, so tests run in parallel and
-//! leave nothing behind. Also [`eventually`], for waiting on a condition instead of sleeping.
+//! RabbitMQ vhost (and, with [`TestUsers`], the platform's least-privilege broker users on it),
+//! created here and removed when the guard drops, so tests run in parallel and leave nothing
+//! behind. Also [`eventually`], for waiting on a condition instead of sleeping.
 //!
 //! Admin endpoints come from `TEST_POSTGRES_ADMIN_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/postgres`), `TEST_AMQP_HOST` (default
@@ -10,6 +11,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use contracts::topology::{QueueType, Role, Topology};
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
 use tokio_util::sync::CancellationToken;
@@ -133,6 +135,77 @@ impl Drop for TestVhost {
                 .basic_auth("guest", Some("guest"))
                 .send()
                 .await;
+        });
+    }
+}
+
+/// One broker user per [`Role`] with exactly its permissions on a test vhost: the generated
+/// `users.json` document ([`Topology::users_json`]) imported through the management API, each
+/// user renamed `<vhost>_<role>` (users are global to the broker, vhosts are not) and `guest`
+/// left out. The users are deleted when the guard drops.
+#[derive(Debug)]
+pub struct TestUsers {
+    /// Per role: its user's name and AMQP URL.
+    users: Vec<(Role, String, String)>,
+}
+
+impl TestUsers {
+    pub async fn create(vhost: &TestVhost) -> TestUsers {
+        let doc = Topology::new(QueueType::Classic, 5).users_json(&vhost.name);
+        let ours = |name: &str| Role::ALL.into_iter().find(|r| r.name() == name);
+        let rename = |entry: &serde_json::Value, key: &str| {
+            let role = entry[key].as_str().and_then(ours)?;
+            let mut entry = entry.clone();
+            entry[key] = format!("{}_{}", vhost.name, role.name()).into();
+            Some(entry)
+        };
+        let users: Vec<_> = doc["users"].as_array().into_iter().flatten().filter_map(|u| rename(u, "name")).collect();
+        let permissions: Vec<_> =
+            doc["permissions"].as_array().into_iter().flatten().filter_map(|p| rename(p, "user")).collect();
+        assert_eq!(users.len(), Role::ALL.len(), "the users document has a user per role");
+        let imported = reqwest::Client::new()
+            .post(format!("{}/api/definitions", rabbit_api()))
+            .basic_auth("guest", Some("guest"))
+            .json(&serde_json::json!({"users": users, "permissions": permissions}))
+            .send()
+            .await
+            .expect("reach the RabbitMQ management API");
+        assert!(imported.status().is_success(), "import users: {}", imported.status());
+        let host = amqp_host().rsplit_once('@').map_or_else(amqp_host, |(_, host)| host.to_owned());
+        let users = Role::ALL
+            .into_iter()
+            .map(|role| {
+                let user = format!("{}_{}", vhost.name, role.name());
+                let url = format!("amqp://{user}:{}@{host}/{}", role.dev_password(), vhost.name);
+                (role, user, url)
+            })
+            .collect();
+        TestUsers { users }
+    }
+
+    /// The AMQP URL of `role`'s user on the vhost.
+    pub fn amqp_url(&self, role: Role) -> &str {
+        self.users.iter().find(|(r, ..)| *r == role).map(|(.., url)| url.as_str()).unwrap_or_default()
+    }
+
+    /// The name of `role`'s broker user (as the management console shows it).
+    pub fn user(&self, role: Role) -> &str {
+        self.users.iter().find(|(r, ..)| *r == role).map(|(_, user, _)| user.as_str()).unwrap_or_default()
+    }
+}
+
+impl Drop for TestUsers {
+    fn drop(&mut self) {
+        let names: Vec<String> = self.users.iter().map(|(_, user, _)| user.clone()).collect();
+        run_detached(async move {
+            let client = reqwest::Client::new();
+            for name in names {
+                let _ = client
+                    .delete(format!("{}/api/users/{name}", rabbit_api()))
+                    .basic_auth("guest", Some("guest"))
+                    .send()
+                    .await;
+            }
         });
     }
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use contracts::topology::Role;
 use infra::config::Settings;
 use infra::platform::{Application, Platform};
 use infra::testing::{TestDb, TestVhost, eventually, spawn_app};
@@ -21,10 +22,8 @@ async fn ready(http: &reqwest::Client, base: &str) -> (u16, Value) {
 #[tokio::test]
 async fn a_failing_job_is_restarted_with_back_off_counted_and_unready_while_down() {
     let (vhost, db) = tokio::join!(TestVhost::create("supervision"), TestDb::create("supervision"));
-    let platform =
-        Platform::start(Settings::for_tests("svc", &vhost.amqp_url, &db.url), &sqlx::migrate::Migrator::DEFAULT)
-            .await
-            .unwrap();
+    let settings = Settings::for_tests("svc", &vhost.amqp_url, &db.url);
+    let platform = Platform::start(settings, Role::Notification, &sqlx::migrate::Migrator::DEFAULT).await.unwrap();
     let runs = Arc::new(AtomicUsize::new(0));
     let (gate, counter) = (Arc::new(tokio::sync::Notify::new()), runs.clone());
     let release = gate.clone();

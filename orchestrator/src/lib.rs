@@ -29,7 +29,7 @@ pub mod validate;
 
 use std::sync::Arc;
 
-use contracts::topology::ORCHESTRATOR_QUEUE;
+use contracts::topology::{ORCHESTRATOR_QUEUE, Role};
 pub use infra::platform::Application;
 use infra::platform::{Platform, StartupError};
 
@@ -42,14 +42,14 @@ const GAUGE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
-/// Connect, migrate, declare the topology, and assemble the HTTP API, the reply consumer and the
+/// Connect, migrate, declare its part of the topology, and assemble the HTTP API, the reply consumer and the
 /// timeout scanner. Run the result with [`Application::run`].
 pub async fn build(settings: OrchestratorSettings) -> Result<Application, StartupError> {
     for def in sagas::order::OrderSaga::VERSIONS {
         kernel::validate(kernel::SagaDefinition::steps(&def))
             .map_err(|e| StartupError::Invalid(format!("order saga definition: {e}")))?;
     }
-    let platform = Platform::start(settings.common.clone(), &MIGRATOR).await?;
+    let platform = Platform::start(settings.common.clone(), Role::Orchestrator, &MIGRATOR).await?;
     let metrics = SagaMetrics::register(&platform.metrics.registry)
         .map_err(|e| StartupError::Invalid(format!("metrics: {e}")))?;
     metrics.init(&sagas::order::OrderSaga::LATEST);

@@ -1,6 +1,7 @@
 //! The end-to-end harness: a whole platform per test, in-process, on the real services.
 //!
-//! [`TestPlatform::new`] makes a fresh RabbitMQ vhost and one fresh database per service; then
+//! [`TestPlatform::new`] makes a fresh RabbitMQ vhost with one least-privilege broker user per
+//! process (the generated `users.json`, see [`TestUsers`]) and one fresh database per service; then
 //! any number of instances of each process are started from the same `build` functions the
 //! binaries use, each on port 0, and stopped (gracefully, through their shutdown token) on demand.
 //! Everything is removed when the platform is dropped. The scenarios live in `tests/tests/`, the
@@ -10,8 +11,9 @@ use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use contracts::topology::Role;
 use infra::config::Settings;
-use infra::testing::{TestDb, TestVhost, eventually};
+use infra::testing::{TestDb, TestUsers, TestVhost, eventually};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -38,6 +40,17 @@ impl Service {
             Service::Payment => "payment",
             Service::Shipping => "shipping",
             Service::Notification => "notification",
+        }
+    }
+
+    /// Its part of the broker topology, and its broker user.
+    pub fn role(self) -> Role {
+        match self {
+            Service::Orchestrator => Role::Orchestrator,
+            Service::Inventory => Role::Inventory,
+            Service::Payment => Role::Payment,
+            Service::Shipping => Role::Shipping,
+            Service::Notification => Role::Notification,
         }
     }
 }
@@ -142,6 +155,8 @@ pub struct TestPlatform {
     pub http: reqwest::Client,
     procs: Mutex<Vec<Proc>>,
     dbs: Databases,
+    /// Each process connects as its own least-privilege broker user, as in the compose stack.
+    pub users: TestUsers,
     pub vhost: TestVhost,
 }
 
@@ -157,6 +172,7 @@ impl TestPlatform {
             TestDb::create("ship"),
             TestDb::create("notif"),
         );
+        let users = TestUsers::create(&vhost).await;
         let gateway =
             outside::Server::bind("gateway", "127.0.0.1:0".parse().expect("addr")).await.expect("gateway binds");
         let carrier =
@@ -177,6 +193,7 @@ impl TestPlatform {
             http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("http client"),
             procs: Mutex::new(Vec::new()),
             dbs: Databases { orchestrator: o, inventory: i, payment: p, shipping: s, notification: n },
+            users,
             vhost,
         }
     }
@@ -198,9 +215,15 @@ impl TestPlatform {
         }
     }
 
-    /// Common settings for `service` on this platform's vhost and database.
+    /// The AMQP URL `service` connects with: its own broker user on this platform's vhost. (Tests
+    /// that inject or watch messages use `vhost.amqp_url`, the all-permitted guest.)
+    pub fn amqp_url(&self, service: Service) -> &str {
+        self.users.amqp_url(service.role())
+    }
+
+    /// Common settings for `service` on this platform's vhost (as its own broker user) and database.
     pub fn settings(&self, service: Service) -> Settings {
-        let mut s = Settings::for_tests(service.name(), &self.vhost.amqp_url, &self.dbs.get(service).url);
+        let mut s = Settings::for_tests(service.name(), self.amqp_url(service), &self.dbs.get(service).url);
         s.prefetch = self.config.prefetch;
         s.retry_delay = self.config.retry_delay;
         s.max_retry_rounds = self.config.max_retry_rounds;

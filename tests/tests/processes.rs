@@ -117,7 +117,7 @@ impl Cluster {
         for service in Service::ALL {
             let (prefix, port) = (service.name().to_uppercase(), free_port());
             let mut e = vec![
-                env("AMQP_URL", p.vhost.amqp_url.clone()),
+                env("AMQP_URL", p.amqp_url(service)),
                 env(&format!("{prefix}_DATABASE_URL"), p.database_url(service)),
                 env(&format!("{prefix}_HTTP_ADDR"), format!("127.0.0.1:{port}")),
                 env("PAYMENT_GATEWAY_URL", format!("http://127.0.0.1:{gateway}")),

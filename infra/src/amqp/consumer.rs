@@ -61,8 +61,9 @@ pub struct ConsumerConfig {
     /// Tell the orchestrator (a [`contracts::Notice`] on `saga.replies`) when a message starts to
     /// wait or is dead-lettered, so the saga's status can say so. For participants' command queues.
     pub notices: bool,
-    /// Declare this topology again before consuming after a lost channel or connection, so a
-    /// broker that came back without our queues (a fresh node, a deleted queue) gets them back.
+    /// Declare this topology (the process's part) again before consuming after a lost channel or
+    /// connection, so a broker that came back without our queues (a fresh node, a deleted queue)
+    /// gets them back.
     pub redeclare: Option<Arc<topology::Topology>>,
 }
 

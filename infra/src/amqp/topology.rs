@@ -1,5 +1,6 @@
-//! Declares [`contracts::topology::Topology`] on the broker, idempotently. Every process does this
-//! at start, so any process can come up first.
+//! Declares a [`contracts::topology::Topology`] on the broker, idempotently. Every process declares
+//! its role's part at start ([`Topology::for_role`]), so any process can come up first; the whole
+//! topology is for tools and tests with an all-permitted user.
 
 use contracts::topology::{ArgValue, ExchangeKind, Topology};
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
@@ -7,8 +8,9 @@ use lapin::types::{AMQPValue, FieldTable, LongString};
 
 use super::{Broker, TransportError};
 
-/// Declare every exchange, queue and binding. Safe to run concurrently and repeatedly; fails if
-/// a queue exists with other arguments (e.g. classic vs quorum), naming it.
+/// Declare every exchange, queue and binding of `topology`. Safe to run concurrently and
+/// repeatedly; fails if a queue exists with other arguments (e.g. classic vs quorum), naming it,
+/// or if the user lacks a permission (`ACCESS_REFUSED`).
 pub async fn declare(broker: &Broker, topology: &Topology) -> Result<(), TransportError> {
     let ch = broker.channel().await?;
     for e in &topology.exchanges {

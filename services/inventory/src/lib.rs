@@ -10,7 +10,7 @@ pub mod domain;
 pub mod handler;
 
 use contracts::Command;
-use contracts::topology::INVENTORY_QUEUE;
+use contracts::topology::{INVENTORY_QUEUE, Role};
 use infra::config::{ConfigError, Env, Settings};
 pub use infra::platform::Application;
 use infra::platform::{Platform, StartupError};
@@ -40,7 +40,7 @@ impl InventorySettings {
 }
 
 pub async fn build(settings: InventorySettings) -> Result<Application, StartupError> {
-    let platform = Platform::start(settings.common, &MIGRATOR).await?;
+    let platform = Platform::start(settings.common, Role::Inventory, &MIGRATOR).await?;
     if settings.seed_demo_catalog {
         seed(&platform.db).await.map_err(|source| StartupError::Init { what: "seed the demo catalog", source })?;
     }

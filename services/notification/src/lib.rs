@@ -9,7 +9,7 @@ pub mod domain;
 pub mod handler;
 
 use contracts::Event;
-use contracts::topology::NOTIFICATION_QUEUE;
+use contracts::topology::{NOTIFICATION_QUEUE, Role};
 use infra::config::{ConfigError, Settings};
 pub use infra::platform::Application;
 use infra::platform::{Platform, StartupError};
@@ -34,7 +34,7 @@ impl NotificationSettings {
 }
 
 pub async fn build(settings: NotificationSettings) -> Result<Application, StartupError> {
-    let platform = Platform::start(settings.common, &MIGRATOR).await?;
+    let platform = Platform::start(settings.common, Role::Notification, &MIGRATOR).await?;
     let routes = api::router(platform.db.clone());
     Ok(Application::new(platform)
         .await?

@@ -15,7 +15,7 @@ pub mod handler;
 use std::time::Duration;
 
 use contracts::Command;
-use contracts::topology::PAYMENT_QUEUE;
+use contracts::topology::{PAYMENT_QUEUE, Role};
 use infra::config::{ConfigError, Env, Settings};
 pub use infra::platform::Application;
 use infra::platform::{Platform, StartupError};
@@ -65,7 +65,7 @@ impl PaymentSettings {
 pub const GATEWAY: &str = "payment_gateway";
 
 pub async fn build(settings: PaymentSettings) -> Result<Application, StartupError> {
-    let platform = Platform::start(settings.common, &MIGRATOR).await?;
+    let platform = Platform::start(settings.common, Role::Payment, &MIGRATOR).await?;
     let metrics = ResilienceMetrics::register(&platform.metrics.registry)
         .map_err(|e| StartupError::Invalid(format!("metrics: {e}")))?;
     let dependency = Dependency::new(GATEWAY, settings.gateway_policy, metrics);

@@ -19,7 +19,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use contracts::Command;
-use contracts::topology::SHIPPING_QUEUE;
+use contracts::topology::{Role, SHIPPING_QUEUE};
 use infra::config::{ConfigError, Env, Settings};
 pub use infra::platform::Application;
 use infra::platform::{Platform, StartupError};
@@ -75,7 +75,7 @@ impl ShippingSettings {
 pub const CARRIER: &str = "shipping_carrier";
 
 pub async fn build(settings: ShippingSettings) -> Result<Application, StartupError> {
-    let platform = Platform::start(settings.common, &MIGRATOR).await?;
+    let platform = Platform::start(settings.common, Role::Shipping, &MIGRATOR).await?;
     let metrics = ResilienceMetrics::register(&platform.metrics.registry)
         .map_err(|e| StartupError::Invalid(format!("metrics: {e}")))?;
     let dependency = Dependency::new(CARRIER, settings.carrier_policy, metrics);
