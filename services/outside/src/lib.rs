@@ -87,6 +87,11 @@ pub use carrier::{Booking, BookingStatus, carrier};
 pub use gateway::{Authorization, AuthorizationStatus, gateway};
 pub use sim::{AmbiguousMode, Behaviour, BehaviourError, Sim, Stats};
 
+/// Default port of the simulated payment gateway (`OUTSIDE_GATEWAY_ADDR`).
+pub const DEFAULT_GATEWAY_PORT: u16 = 8091;
+/// Default port of the simulated carrier (`OUTSIDE_CARRIER_ADDR`).
+pub const DEFAULT_CARRIER_PORT: u16 = 8092;
+
 /// A simulated system bound to an address (port 0 picks one), ready to serve.
 pub struct Server {
     pub sim: Sim,

@@ -9,8 +9,10 @@ use anyhow::Context;
 async fn main() -> anyhow::Result<()> {
     infra::telemetry::init();
     let env = infra::config::Env::new("outside");
-    let gateway_addr: SocketAddr = env.parse("GATEWAY_ADDR", SocketAddr::from(([127, 0, 0, 1], 8091)))?;
-    let carrier_addr: SocketAddr = env.parse("CARRIER_ADDR", SocketAddr::from(([127, 0, 0, 1], 8092)))?;
+    let gateway_addr: SocketAddr =
+        env.parse("GATEWAY_ADDR", SocketAddr::from(([127, 0, 0, 1], outside::DEFAULT_GATEWAY_PORT)))?;
+    let carrier_addr: SocketAddr =
+        env.parse("CARRIER_ADDR", SocketAddr::from(([127, 0, 0, 1], outside::DEFAULT_CARRIER_PORT)))?;
     let gateway = outside::Server::bind("gateway", gateway_addr).await.context("bind the payment gateway")?;
     let carrier = outside::Server::bind("carrier", carrier_addr).await.context("bind the carrier")?;
     tracing::info!(gateway = %gateway.local_addr(), carrier = %carrier.local_addr(), "simulated outside systems listening");
