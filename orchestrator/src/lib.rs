@@ -69,10 +69,13 @@ pub async fn build(settings: OrchestratorSettings) -> Result<Application, Startu
         operators: Arc::new(engine.settings.admin_operators.clone()),
         engine: engine.clone(),
     };
+    // Every queue of the platform, not only those this process declares: the depth of each
+    // participant's `.retry` queue is read too (a passive declare needs no permission).
+    let settings = &platform.settings;
     let sources = metrics::GaugeSources {
         pool: platform.db.clone(),
         broker: platform.broker.clone(),
-        topology: platform.topology.clone(),
+        topology: contracts::topology::Topology::new(settings.queue_type, settings.delivery_limit),
     };
     let gauges = engine.metrics.clone();
     Ok(Application::new(platform)

@@ -203,20 +203,28 @@ pub async fn refresh(
     }
 }
 
-/// Read every queue's depth with a passive declare (which needs no permission on the queue).
+/// Read every queue's depth with a passive declare (which needs no permission on the queue). A
+/// queue that does not exist yet (its process never started) is skipped; its failed declare
+/// closes the channel, so the next queue gets a fresh one.
 async fn queue_depths(sources: &GaugeSources, metrics: &SagaMetrics) -> Result<(), String> {
-    let ch = sources.broker.channel().await.map_err(|e| e.to_string())?;
     let opts = QueueDeclareOptions { passive: true, ..Default::default() };
+    let mut channel = None;
     for q in &sources.topology.queues {
+        let ch = match channel.take() {
+            Some(ch) => ch,
+            None => sources.broker.channel().await.map_err(|e| e.to_string())?,
+        };
         match ch.queue_declare(q.name.as_str().into(), opts, FieldTable::default()).await {
             Ok(info) => {
                 let depth = i64::from(info.message_count());
                 metrics.queue_messages.with_label_values(&[q.name.as_str()]).set(depth);
+                channel = Some(ch);
             }
-            // A failed passive declare closes the channel: stop here, try again next round.
-            Err(e) => return Err(format!("{}: {e}", q.name)),
+            Err(e) => tracing::debug!(queue = %q.name, error = %e, "no depth for this queue"),
         }
     }
-    let _ = ch.close(200, "done".into()).await;
+    if let Some(ch) = channel {
+        let _ = ch.close(200, "done".into()).await;
+    }
     Ok(())
 }
