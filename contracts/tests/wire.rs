@@ -197,6 +197,29 @@ fn an_order_request_refuses_unknown_fields_at_every_level() {
     }
 }
 
+/// Found by Schemathesis: `"quantity": 9999.0` is an integer as JSON Schema (and the order's
+/// OpenAPI document) sees it, and was refused.
+#[test]
+fn an_order_request_takes_whole_numbers_however_written() {
+    let order = |quantity: &str, price: &str| {
+        let text = format!(
+            r#"{{"customer_id": "c-42", "currency": "EUR",
+                "items": [{{"sku": "SKU-0001", "quantity": {quantity}, "unit_price_cents": {price}}}],
+                "shipping_address": {{"name": "Ada", "line1": "1 Main St", "city": "Berlin", "postal_code": "10115", "country": "DE"}}}}"#
+        );
+        serde_json::from_str::<contracts::order::OrderRequest>(&text)
+            .map(|o| (o.items[0].quantity, o.items[0].unit_price_cents))
+    };
+    assert_eq!(order("2", "1999").unwrap(), (2, 1999));
+    assert_eq!(order("9999.0", "1.999e3").unwrap(), (9999, 1999));
+    assert_eq!(order("-0.0", "-5.0").unwrap(), (0, -5));
+    for (quantity, price) in
+        [("2.5", "1"), ("1", "0.1"), ("-1", "1"), ("4294967296", "1"), ("1e300", "1"), ("\"2\"", "1")]
+    {
+        assert!(order(quantity, price).is_err(), "{quantity} {price}");
+    }
+}
+
 #[test]
 fn commands_route_to_their_participant() {
     for c in commands() {

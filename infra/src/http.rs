@@ -2,7 +2,8 @@
 //! reachable, plus any extra checks a process adds), `/metrics`, `application/problem+json` errors
 //! (RFC 9457), a JSON extractor whose rejections are problems too, and serving with graceful
 //! shutdown under the [`HttpLimits`] every route of every process has: a body size limit, a
-//! request timeout and a concurrency limit, whose refusals are problems as well.
+//! request timeout and a concurrency limit, whose refusals are problems as well. The health routes
+//! carry their OpenAPI description; [`crate::openapi`] assembles a process's document.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,7 +17,6 @@ use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{Next, from_fn_with_state, map_response};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::{Json, Router};
 use futures_util::StreamExt;
 use serde::Serialize;
@@ -28,20 +28,32 @@ use tokio_util::sync::CancellationToken;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::amqp::Broker;
 use crate::metrics::Metrics;
 
 /// An RFC 9457 problem. Client mistakes are 4xx with a `detail` that says what to fix; a 5xx never
 /// carries internals (they go to the log).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(description = "An RFC 9457 problem (`application/problem+json`): what went wrong, and for \
+                        validation problems, which fields.")]
 pub struct Problem {
     #[serde(skip)]
     pub status: StatusCode,
+    /// A URI naming the kind of problem, e.g. `urn:saga:problem:validation`.
     #[serde(rename = "type")]
+    #[schema(example = "urn:saga:problem:validation")]
     pub kind: String,
+    /// A short summary of the kind of problem.
     pub title: String,
+    /// The HTTP status code of the answer.
+    #[serde(rename = "status")]
+    #[schema(minimum = 400, maximum = 599)]
     pub status_code: u16,
+    /// What happened in this case, and what to fix.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
     /// Field-level errors for validation problems: `[{"field": "items[0].quantity", "message": "..."}]`.
@@ -49,9 +61,12 @@ pub struct Problem {
     pub errors: Vec<FieldError>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// One invalid field of a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct FieldError {
+    /// Where the field is, e.g. `items[0].quantity` or `shipping_address.country`.
     pub field: String,
+    /// What is wrong with it.
     pub message: String,
 }
 
@@ -101,17 +116,14 @@ impl Problem {
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
-        let status = self.status;
-        let mut body = serde_json::to_value(&self).unwrap_or(Value::Null);
-        // RFC 9457 calls the member `status`; keep the struct field name out of the wire.
-        if let Value::Object(map) = &mut body
-            && let Some(code) = map.remove("status_code")
-        {
-            map.insert("status".into(), code);
-        }
-        (status, [(header::CONTENT_TYPE, "application/problem+json")], body.to_string()).into_response()
+        // Serializing strings and numbers cannot fail.
+        let body = serde_json::to_string(&self).unwrap_or_default();
+        (self.status, [(header::CONTENT_TYPE, PROBLEM_JSON)], body).into_response()
     }
 }
+
+/// The media type of [`Problem`] answers.
+pub const PROBLEM_JSON: &str = "application/problem+json";
 
 impl From<sqlx::Error> for Problem {
     fn from(e: sqlx::Error) -> Self {
@@ -180,15 +192,45 @@ pub fn dependency_check(dependency: crate::resilience::Dependency) -> Check {
     })
 }
 
-/// `/health/live`, `/health/ready` and `/metrics`.
-pub fn health_routes(health: Health) -> Router {
-    Router::new()
-        .route("/health/live", get(|| async { Json(json!({"status": "live"})) }))
-        .route("/health/ready", get(ready))
-        .route("/metrics", get(metrics))
-        .with_state(health)
+/// `/health/live`, `/health/ready` and `/metrics`, documented.
+pub fn health_routes(health: Health) -> OpenApiRouter {
+    OpenApiRouter::new().routes(routes!(live)).routes(routes!(ready)).routes(routes!(metrics)).with_state(health)
 }
 
+/// The answer of `/health/live`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Liveness {
+    /// Always `live`.
+    #[schema(pattern = "^live$")]
+    pub status: &'static str,
+}
+
+/// The answer of `/health/ready`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    /// `ready` (`200`) or `not_ready` (`503`).
+    #[schema(pattern = "^(ready|not_ready)$")]
+    pub status: &'static str,
+    /// One entry per check: `database` and `broker` (`ok` or `unreachable`), `tasks` (each
+    /// background task: `status` `running` or `restarting`, `since`, `restarts`, `last_failure`),
+    /// and a participant's outside dependency.
+    #[schema(value_type = Object)]
+    pub checks: serde_json::Map<String, Value>,
+}
+
+/// The process runs (it answers).
+#[utoipa::path(get, path = "/health/live", tag = TAG_OPERATIONS,
+    responses((status = 200, description = "The process is alive", body = Liveness)))]
+async fn live() -> Json<Liveness> {
+    Json(Liveness { status: "live" })
+}
+
+/// The process can do its work: database and broker reachable, every background task running.
+#[utoipa::path(get, path = "/health/ready", tag = TAG_OPERATIONS,
+    responses(
+        (status = 200, description = "Ready", body = Readiness),
+        (status = 503, description = "Not ready: the failing checks say why", body = Readiness),
+    ))]
 async fn ready(State(h): State<Health>) -> Response {
     let mut checks = serde_json::Map::new();
     let mut ok = true;
@@ -210,17 +252,27 @@ async fn ready(State(h): State<Health>) -> Response {
         }
     }
     let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(json!({"status": if ok { "ready" } else { "not_ready" }, "checks": checks}))).into_response()
+    (status, Json(Readiness { status: if ok { "ready" } else { "not_ready" }, checks })).into_response()
 }
 
+/// The process's metrics in the Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = TAG_OPERATIONS,
+    responses((status = 200, description = "Prometheus text exposition format 0.0.4", body = String,
+               content_type = "text/plain")))]
 async fn metrics(State(h): State<Health>) -> Response {
     h.metrics.observe_pool(&h.db);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], h.metrics.render()).into_response()
 }
 
+/// The OpenAPI tag of the routes every process has.
+pub const TAG_OPERATIONS: &str = "operations";
+
+/// What the fallback answers for a path no route serves.
+pub const NO_SUCH_ENDPOINT: &str = "no such endpoint";
+
 /// Unknown routes answer a problem, not an empty 404.
 pub async fn fallback() -> Problem {
-    Problem::not_found("no such endpoint")
+    Problem::not_found(NO_SUCH_ENDPOINT)
 }
 
 /// Limits every route of a process is served with (settings `HTTP_MAX_BODY_BYTES`,

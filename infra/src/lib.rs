@@ -12,11 +12,15 @@
 //!   handle in one transaction with the reply, hand the outcome to the transport.
 //! - [`http`]: health, readiness, `/metrics`, `problem+json` errors, serving with graceful shutdown;
 //!   [`http_metrics`]: requests and latency by route.
+//! - [`openapi`]: the OpenAPI document every process serves at `/openapi.json`, generated from
+//!   the same router that serves its routes.
 //! - [`resilience`]: circuit breakers and retries around calls to outside systems.
 //! - [`platform`]: wires the above into one process and runs it until a shutdown signal.
 //! - [`shutdown`]: SIGTERM/SIGINT into a cancellation token; [`supervisor`]: background tasks
 //!   restarted with back-off after a panic, counted, and shown in readiness.
-//! - `testing` (feature `testing`): throwaway databases and vhosts for tests, and `eventually`.
+//! - `testing` (feature `testing`): throwaway databases and vhosts for tests, and `eventually`;
+//!   `openapi_checks` (same feature): a live document against its router, the spec validator and
+//!   Schemathesis.
 
 pub mod amqp;
 pub mod config;
@@ -25,6 +29,9 @@ pub mod http;
 pub mod http_metrics;
 pub mod inbox;
 pub mod metrics;
+pub mod openapi;
+#[cfg(feature = "testing")]
+pub mod openapi_checks;
 pub mod outbox;
 pub mod participant;
 pub mod platform;

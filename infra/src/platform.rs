@@ -12,7 +12,6 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use axum::Router;
 use contracts::topology::{Role, Topology};
 use sqlx::PgPool;
 use sqlx::migrate::{MigrateError, Migrator};
@@ -25,6 +24,7 @@ use crate::amqp::{Broker, DeliveryHandler, Publisher, TransportError, topology};
 use crate::config::{Settings, redact_url};
 use crate::http::{self, Check, Health};
 use crate::metrics::Metrics;
+use crate::openapi::OpenApiRouter;
 use crate::outbox::{OutboxWaker, Relay};
 use crate::supervisor::Supervisor;
 
@@ -137,7 +137,7 @@ type Job = Box<dyn FnMut(CancellationToken) -> Pin<Box<dyn Future<Output = ()> +
 pub struct Application {
     pub platform: Platform,
     listener: TcpListener,
-    router: Router,
+    router: OpenApiRouter,
     jobs: Vec<(String, Job)>,
     checks: Vec<(&'static str, Check)>,
 }
@@ -147,7 +147,7 @@ impl Application {
     pub async fn new(platform: Platform) -> Result<Self, StartupError> {
         let addr = platform.settings.http_addr;
         let listener = TcpListener::bind(addr).await.map_err(|source| StartupError::Bind { addr, source })?;
-        Ok(Application { platform, listener, router: Router::new(), jobs: Vec::new(), checks: Vec::new() })
+        Ok(Application { platform, listener, router: OpenApiRouter::new(), jobs: Vec::new(), checks: Vec::new() })
     }
 
     /// The address the HTTP server listens on.
@@ -155,8 +155,8 @@ impl Application {
         self.listener.local_addr().unwrap_or(self.platform.settings.http_addr)
     }
 
-    /// Add the process's own routes.
-    pub fn routes(mut self, router: Router) -> Self {
+    /// Add the process's own routes, each with its OpenAPI description (see [`crate::openapi`]).
+    pub fn routes(mut self, router: OpenApiRouter) -> Self {
         self.router = self.router.merge(router);
         self
     }
@@ -236,6 +236,27 @@ impl Application {
         let Application { platform, listener, router, mut jobs, mut checks } = self;
         let deadline = platform.settings.shutdown_timeout;
         let supervisor = Supervisor::new(&platform.metrics.registry).map_err(std::io::Error::other)?;
+        let report = supervisor.clone();
+        checks.push((
+            "tasks",
+            Arc::new(move || {
+                let report = report.report();
+                Box::pin(async move { report })
+            }),
+        ));
+        let health = Health {
+            db: platform.db.clone(),
+            broker: platform.broker.clone(),
+            metrics: platform.metrics.clone(),
+            extra: checks,
+        };
+        // The HTTP routes and their document are assembled first: a failure stops nothing running.
+        let api = router.merge(http::health_routes(health));
+        let router = crate::openapi::documented(api, &platform.settings.service).map_err(std::io::Error::other)?;
+        let router = router.layer(axum::middleware::from_fn_with_state(
+            platform.metrics.clone(),
+            crate::http_metrics::track,
+        ));
         // Dedupe records are kept for `inbox_retention`, pruned about ten times per period.
         let (pool, retention) = (platform.db.clone(), platform.settings.inbox_retention);
         let every = (retention / 10).min(std::time::Duration::from_secs(3600));
@@ -258,22 +279,6 @@ impl Application {
             let (relay, token, supervisor) = (platform.relay(), relay_token.clone(), supervisor.clone());
             tokio::spawn(async move { supervisor.supervise("outbox_relay", token, |t| relay.clone().run(t)).await })
         };
-        let report = supervisor.clone();
-        checks.push((
-            "tasks",
-            Arc::new(move || {
-                let report = report.report();
-                Box::pin(async move { report })
-            }),
-        ));
-        let health = Health {
-            db: platform.db.clone(),
-            broker: platform.broker.clone(),
-            metrics: platform.metrics.clone(),
-            extra: checks,
-        };
-        let tracked = axum::middleware::from_fn_with_state(platform.metrics.clone(), crate::http_metrics::track);
-        let router = router.merge(http::health_routes(health)).layer(tracked);
         tracing::info!(service = %platform.settings.service, addr = %listener.local_addr()?, "listening");
         let served = http::serve_with(listener, router, platform.settings.http, shutdown.clone()).await;
         // HTTP returns once shutdown began (or on a fatal listener error, which also stops the rest).

@@ -1,38 +1,77 @@
 //! The orchestrator's HTTP API (axum): `POST /orders`, `GET /sagas/{id}`,
 //! `GET /sagas?status=&incident=`. Errors are `application/problem+json`; a client mistake is
-//! always a 4xx.
+//! always a 4xx. Each handler carries its OpenAPI description (`#[utoipa::path]`), registered with
+//! it by `routes!`; the answers are typed, so their schemas are the ones serialized.
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use chrono::{DateTime, Utc};
 use contracts::order::OrderRequest;
 use infra::http::{ApiJson, Problem};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use infra::openapi::OpenApiRouter;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::engine::{Engine, EngineError};
-use crate::kernel::{SagaDefinition, SagaState, SagaStatus};
+use crate::kernel::{Incident, SagaDefinition, SagaState, SagaStatus, StepStatus};
+use crate::openapi::{SagaStatusName, StepKindName, StepStatusName};
 use crate::sagas::order::OrderSaga;
 use crate::store::{self, EventView, ListFilter, SagaView};
 use crate::validate::{self, Limits};
 
-pub fn router(engine: Arc<Engine>) -> Router {
+const TAG_ORDERS: &str = "orders";
+const TAG_SAGAS: &str = "sagas";
+
+pub fn router(engine: Arc<Engine>) -> OpenApiRouter {
     let body_limit = engine.settings.max_body_bytes;
-    Router::new()
-        .route("/orders", post(submit_order))
-        .route("/sagas", get(list_sagas))
-        .route("/sagas/{id}", get(get_saga))
+    let limits = Limits { max_items: engine.settings.max_items };
+    let mut api = OpenApiRouter::new()
+        .routes(routes!(submit_order))
+        .routes(routes!(list_sagas))
+        .routes(routes!(get_saga))
         .layer(DefaultBodyLimit::max(body_limit))
-        .with_state(engine)
+        .with_state(engine);
+    crate::openapi::order_rules(api.get_openapi_mut(), limits);
+    api
 }
 
-/// `POST /orders`: validate, start the saga, answer `202` with its id and `Location`.
+/// The answer to `POST /orders`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrderAccepted {
+    pub saga_id: Uuid,
+    #[schema(value_type = SagaStatusName)]
+    pub status: String,
+}
+
+/// Submit an order: validate it, start its saga, answer `202` with the saga's id and `Location`.
+#[utoipa::path(post, path = "/orders", tag = TAG_ORDERS,
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$",
+            description = "1-255 visible ASCII characters. The same key with the same order answers the \
+                           saga it started (`Idempotent-Replayed: true`); with another order, `422`.")),
+    request_body(content = OrderRequest, content_type = "application/json"),
+    responses(
+        (status = 202, description = "The saga started (or, for a repeated Idempotency-Key, had started)",
+         body = OrderAccepted,
+         headers(("Location" = String, description = "`/sagas/<saga_id>`"),
+                 ("Idempotent-Replayed" = String, description = "`true` when the Idempotency-Key named an existing saga"))),
+        (status = 400, description = "Malformed JSON, or an Idempotency-Key that is not 1-255 visible ASCII characters",
+         body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is larger than `ORCHESTRATOR_MAX_BODY_BYTES`",
+         body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not `application/json`", body = Problem,
+         content_type = "application/problem+json"),
+        (status = 422, description = "The body does not match the schema, breaks a rule (`errors` names each \
+                                      field), or reuses an Idempotency-Key of another order",
+         body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn submit_order(State(engine): State<Arc<Engine>>, headers: HeaderMap, body: ApiJson<OrderRequest>) -> Response {
     let ApiJson(order) = body;
     let key = match headers.get("idempotency-key") {
@@ -52,9 +91,8 @@ async fn submit_order(State(engine): State<Arc<Engine>>, headers: HeaderMap, bod
     match engine.start(&order, key.as_deref()).await {
         Ok(started) => {
             let location = format!("/sagas/{}", started.saga_id);
-            let mut response =
-                (StatusCode::ACCEPTED, Json(json!({"saga_id": started.saga_id, "status": started.status})))
-                    .into_response();
+            let accepted = OrderAccepted { saga_id: started.saga_id, status: started.status };
+            let mut response = (StatusCode::ACCEPTED, Json(accepted)).into_response();
             if let Ok(v) = HeaderValue::from_str(&location) {
                 response.headers_mut().insert(header::LOCATION, v);
             }
@@ -72,7 +110,14 @@ async fn submit_order(State(engine): State<Arc<Engine>>, headers: HeaderMap, bod
     }
 }
 
-/// `GET /sagas/{id}`: where the saga is and how it got there.
+/// One saga: where it is, and how it got there.
+#[utoipa::path(get, path = "/sagas/{id}", tag = TAG_SAGAS,
+    params(("id" = Uuid, Path, description = "The saga's id")),
+    responses(
+        (status = 200, description = "The saga", body = SagaDetail),
+        (status = 400, description = "The id is not a UUID", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such saga", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn get_saga(State(engine): State<Arc<Engine>>, id: Result<Path<Uuid>, PathRejection>) -> Response {
     let Ok(Path(id)) = id else {
         return Problem::bad_request("the saga id must be a UUID").into_response();
@@ -86,24 +131,42 @@ async fn get_saga(State(engine): State<Arc<Engine>>, id: Result<Path<Uuid>, Path
         Ok(t) => t,
         Err(e) => return Problem::internal(&e).into_response(),
     };
-    let mut body = summary(&saga);
-    if let Value::Object(map) = &mut body {
-        map.insert("order".into(), saga.data.clone());
-        map.insert("version".into(), json!(saga.version));
-        map.insert("timeline".into(), Value::Array(timeline.iter().map(event_json).collect()));
-    }
-    Json(body).into_response()
+    let detail = SagaDetail {
+        summary: summary(&saga),
+        order: saga.data.clone(),
+        version: saga.version,
+        timeline: timeline.iter().map(timeline_entry).collect(),
+    };
+    Json(detail).into_response()
 }
 
-#[derive(Debug, Deserialize)]
+/// The query of `GET /sagas`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Only sagas with this status.
+    #[param(value_type = Option<SagaStatusName>)]
     status: Option<String>,
+    /// `true`: only sagas with an open incident; `false`: only those without.
+    #[param(value_type = Option<bool>)]
     incident: Option<String>,
+    /// Sagas per page.
+    #[param(minimum = 1, maximum = 500, default = 50)]
     limit: Option<i64>,
+    /// Where the page starts: the `next` of the page before (empty: the first page).
+    #[param(pattern = "^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})?$")]
     cursor: Option<String>,
 }
 
-/// `GET /sagas?status=RUNNING&incident=true&limit=50&cursor=...`: oldest first, paged.
+/// Sagas, oldest first, a page at a time, optionally by status and by whether an incident is open.
+#[utoipa::path(get, path = "/sagas", tag = TAG_SAGAS,
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of sagas; `next` is the cursor of the next page, `null` on the last",
+         body = SagaPage),
+        (status = 400, description = "A query parameter is not valid", body = Problem,
+         content_type = "application/problem+json"),
+    ))]
 async fn list_sagas(State(engine): State<Arc<Engine>>, query: Result<Query<ListQuery>, QueryRejection>) -> Response {
     let Query(q) = match query {
         Ok(q) => q,
@@ -143,68 +206,197 @@ async fn list_sagas(State(engine): State<Arc<Engine>>, query: Result<Query<ListQ
             } else {
                 None
             };
-            let items: Vec<Value> = rows.iter().map(summary).collect();
-            Json(json!({"items": items, "next": next})).into_response()
+            Json(SagaPage { items: rows.iter().map(summary).collect(), next }).into_response()
         }
         Err(e) => Problem::internal(&e).into_response(),
     }
 }
 
-/// The fields both the list and the detail show.
-fn summary(s: &SagaView) -> Value {
+/// A page of `GET /sagas`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SagaPage {
+    pub items: Vec<SagaSummary>,
+    /// The `cursor` of the next page; `null` on the last.
+    pub next: Option<String>,
+}
+
+/// What both the list and the detail show of a saga.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SagaSummary {
+    pub saga_id: Uuid,
+    /// The saga definition's name, e.g. `order`.
+    pub definition: String,
+    /// The definition version it started on, and runs to its end on.
+    pub definition_version: i32,
+    #[schema(value_type = SagaStatusName)]
+    pub status: String,
+    /// The step awaited or being compensated.
+    pub current_step: Option<String>,
+    /// When the awaited answer is due; `null` while nothing is awaited.
+    pub deadline: Option<DateTime<Utc>>,
+    /// Sends so far of the awaited command in the current round.
+    pub attempts: i32,
+    pub failure_reason: Option<String>,
+    /// Why it is waiting, if it is (a dead-lettered command, an open breaker).
+    pub attention: Option<String>,
+    /// The open incident, if any.
+    pub incident: Option<IncidentView>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub steps: Vec<StepView>,
+}
+
+/// One step of a saga.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StepView {
+    pub name: String,
+    /// `null` if this orchestrator does not know the saga's definition version.
+    #[schema(value_type = Option<StepKindName>)]
+    pub kind: Option<&'static str>,
+    #[schema(value_type = StepStatusName)]
+    pub status: StepStatus,
+    pub attempts: u32,
+    pub compensation_attempts: u32,
+    pub reason: Option<String>,
+}
+
+/// An incident: the saga waits for an operator.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IncidentView {
+    pub step: String,
+    pub reason: String,
+    pub since: Option<DateTime<Utc>>,
+    /// The dead-lettered command that opened it, if one did.
+    pub dead_letter: Option<DeadLetterView>,
+}
+
+impl IncidentView {
+    pub fn from_kernel(i: &Incident, since: Option<DateTime<Utc>>) -> IncidentView {
+        IncidentView {
+            step: i.step.clone(),
+            reason: i.reason.clone(),
+            since,
+            dead_letter: i.dead_letter.as_ref().map(|d| DeadLetterView {
+                queue: d.queue.clone(),
+                message_id: d.message_id,
+                message_type: d.message_type.clone(),
+                reason: d.reason.clone(),
+            }),
+        }
+    }
+}
+
+/// A command in a dead-letter queue.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeadLetterView {
+    /// The dead-letter queue, e.g. `payment.commands.dlq`.
+    pub queue: String,
+    pub message_id: Uuid,
+    pub message_type: String,
+    /// The transport's reason code, e.g. `retries_exhausted`.
+    pub reason: String,
+}
+
+/// `GET /sagas/{id}`: the summary, the order, and the timeline.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SagaDetail {
+    #[serde(flatten)]
+    pub summary: SagaSummary,
+    /// The order as submitted.
+    #[schema(value_type = Object)]
+    pub order: Value,
+    /// Counts the saga's changes.
+    pub version: i64,
+    /// Oldest first.
+    pub timeline: Vec<TimelineEntry>,
+}
+
+/// One entry of a saga's timeline.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TimelineEntry {
+    pub at: DateTime<Utc>,
+    /// What happened, e.g. `started`, `reply`, `timeout`, `operator`.
+    pub kind: String,
+    /// The saga's status after it.
+    pub status: String,
+    pub step: Option<String>,
+    pub note: String,
+    /// The message that caused it, if one did.
+    pub caused_by: Option<CausedBy>,
+    /// The messages it sent.
+    #[schema(value_type = Vec<SentMessage>)]
+    pub sent: Value,
+}
+
+/// The message a timeline entry answers.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CausedBy {
+    pub message_id: Uuid,
+    #[serde(rename = "type")]
+    pub message_type: Option<String>,
+}
+
+/// A message a timeline entry sent (its schema only: the entries are stored as JSON).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SentMessage {
+    pub message_id: Uuid,
+    /// The message type, e.g. `payment.authorize` or `order.completed`.
+    #[serde(rename = "type")]
+    pub message_type: String,
+    /// Commands only: which send of it this is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+}
+
+fn summary(s: &SagaView) -> SagaSummary {
     let state: Option<SagaState> = serde_json::from_value(s.state.clone()).ok();
     let def = u32::try_from(s.definition_version).ok().and_then(|v| OrderSaga::find(&s.definition, v));
     let kinds = def.map(|d| d.steps()).unwrap_or_default();
-    let steps: Vec<Value> = state
+    let steps = state
         .as_ref()
         .map(|st| {
             st.steps
                 .iter()
-                .map(|r| {
-                    let kind = kinds.iter().find(|d| d.name == r.name).map(|d| d.kind.as_str());
-                    json!({
-                        "name": r.name,
-                        "kind": kind,
-                        "status": r.status,
-                        "attempts": r.attempts,
-                        "compensation_attempts": r.compensation_attempts,
-                        "reason": r.reason,
-                    })
+                .map(|r| StepView {
+                    name: r.name.clone(),
+                    kind: kinds.iter().find(|d| d.name == r.name).map(|d| d.kind.as_str()),
+                    status: r.status,
+                    attempts: r.attempts,
+                    compensation_attempts: r.compensation_attempts,
+                    reason: r.reason.clone(),
                 })
                 .collect()
         })
         .unwrap_or_default();
-    let incident = state
-        .as_ref()
-        .and_then(|st| st.incident.as_ref())
-        .map(|i| json!({"step": i.step, "reason": i.reason, "since": s.incident_since, "dead_letter": i.dead_letter}));
-    json!({
-        "saga_id": s.id,
-        "definition": s.definition,
-        "definition_version": s.definition_version,
-        "status": s.status,
-        "current_step": s.current_step,
-        "deadline": s.deadline,
-        "attempts": s.attempt,
-        "failure_reason": s.failure_reason,
-        "attention": s.attention,
-        "incident": incident,
-        "created_at": s.created_at,
-        "updated_at": s.updated_at,
-        "finished_at": s.finished_at,
-        "steps": steps,
-    })
+    let incident =
+        state.as_ref().and_then(|st| st.incident.as_ref()).map(|i| IncidentView::from_kernel(i, s.incident_since));
+    SagaSummary {
+        saga_id: s.id,
+        definition: s.definition.clone(),
+        definition_version: s.definition_version,
+        status: s.status.clone(),
+        current_step: s.current_step.clone(),
+        deadline: s.deadline,
+        attempts: s.attempt,
+        failure_reason: s.failure_reason.clone(),
+        attention: s.attention.clone(),
+        incident,
+        created_at: s.created_at,
+        updated_at: s.updated_at,
+        finished_at: s.finished_at,
+        steps,
+    }
 }
 
-fn event_json(e: &EventView) -> Value {
-    let caused_by = e.cause_message_id.map(|id| json!({"message_id": id, "type": e.cause_type}));
-    json!({
-        "at": e.at,
-        "kind": e.kind,
-        "status": e.status,
-        "step": e.step,
-        "note": e.note,
-        "caused_by": caused_by,
-        "sent": e.sent,
-    })
+fn timeline_entry(e: &EventView) -> TimelineEntry {
+    TimelineEntry {
+        at: e.at,
+        kind: e.kind.clone(),
+        status: e.status.clone(),
+        step: e.step.clone(),
+        note: e.note.clone(),
+        caused_by: e.cause_message_id.map(|id| CausedBy { message_id: id, message_type: e.cause_type.clone() }),
+        sent: e.sent.clone(),
+    }
 }

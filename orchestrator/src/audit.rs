@@ -42,16 +42,22 @@ pub async fn record(conn: &mut PgConnection, a: &Action<'_>) -> Result<(), sqlx:
     Ok(())
 }
 
-#[derive(Debug, Serialize, sqlx::FromRow)]
+/// One operator action, as `GET /admin/audit` shows it.
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[schema(as = AuditEntry)]
 pub struct Row {
     pub at: DateTime<Utc>,
+    /// The operator's name (from `ORCHESTRATOR_ADMIN_TOKENS`).
     pub actor: String,
+    /// `replay`, `discard`, `retry`, `compensate` or `resolve`.
     pub action: String,
     pub queue: Option<String>,
     pub message_id: Option<String>,
     pub message_type: Option<String>,
     pub saga_id: Option<Uuid>,
+    /// The operator's note or reason.
     pub reason: Option<String>,
+    #[schema(value_type = Object)]
     pub detail: Value,
 }
 

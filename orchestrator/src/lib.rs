@@ -7,7 +7,8 @@
 //!   timeline + outbox in one transaction; the reply consumer.
 //! - [`scanner`]: step deadlines: re-send, compensate or fail.
 //! - [`store`]: the `sagas` and `saga_events` tables.
-//! - [`api`] and [`validate`]: the HTTP API and its input rules.
+//! - [`api`] and [`validate`]: the HTTP API and its input rules; [`openapi`]: what its OpenAPI
+//!   document (`GET /openapi.json`) says beyond the derived shapes.
 //! - [`admin`]: the operator API (bearer token): dead letters and saga verbs; [`audit`]: its trail.
 //! - [`auditor`]: the consistency auditor (do the participants and outside systems agree?).
 //! - [`settings`], [`metrics`]: configuration and the saga metric families.
@@ -21,6 +22,7 @@ pub mod auditor;
 pub mod engine;
 pub mod kernel;
 pub mod metrics;
+pub mod openapi;
 pub mod sagas;
 pub mod scanner;
 pub mod settings;

@@ -13,8 +13,8 @@ pub struct Limits {
 
 pub const MAX_QUANTITY: u32 = 10_000;
 pub const MAX_UNIT_PRICE_CENTS: i64 = 100_000_000;
-const MAX_TEXT: usize = 200;
-const MAX_ID: usize = 64;
+pub const MAX_TEXT: usize = 200;
+pub const MAX_ID: usize = 64;
 
 /// All problems with `order`; empty when it is valid.
 pub fn order(order: &OrderRequest, limits: Limits) -> Vec<FieldError> {
@@ -49,8 +49,8 @@ pub fn order(order: &OrderRequest, limits: Limits) -> Vec<FieldError> {
 fn id(field: &str, value: &str, err: &mut impl FnMut(String, &str)) {
     if value.trim().is_empty() {
         err(field.into(), "must not be empty");
-    } else if value.len() > MAX_ID {
-        err(field.into(), &format!("must be at most {MAX_ID} bytes of UTF-8"));
+    } else if value.chars().count() > MAX_ID {
+        err(field.into(), &format!("must be at most {MAX_ID} characters"));
     } else if value.chars().any(char::is_control) {
         err(field.into(), "must not contain control characters");
     }
@@ -169,6 +169,18 @@ mod tests {
             mutate(&mut o);
             assert_eq!(fields(&o), vec![field.to_string()], "case {field}");
         }
+    }
+
+    /// Found by Schemathesis: ids were limited to 64 bytes, which the OpenAPI document (JSON
+    /// Schema counts characters) cannot say; 64 characters of any width now pass, 65 do not.
+    #[test]
+    fn ids_are_counted_in_characters() {
+        let mut o = valid();
+        o.customer_id = "ü".repeat(MAX_ID);
+        o.items[0].sku = "𝕏".repeat(MAX_ID);
+        assert!(order(&o, LIMITS).is_empty());
+        o.items[0].sku.push('𝕏');
+        assert_eq!(fields(&o), vec!["items[0].sku".to_string()]);
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! one; replay (back to its original exchange and routing key, with `replayed-from`, who and when,
 //! and a fresh attempt count; safe, since participants deduplicate on the idempotency key) or
 //! discard (with a mandatory reason) a selection. Every replay and discard is audited and written
-//! to the saga's timeline.
+//! to the saga's timeline. Each handler carries its OpenAPI description; the selection bodies'
+//! schemas are written out ([`SelectionDoc`]), since "exactly one of three" is not a shape a derive
+//! can say.
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -17,12 +19,15 @@ use infra::amqp::{Broker, Incoming};
 use infra::http::Problem;
 use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sqlx::PgPool;
+use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, OneOfBuilder, Schema, Type};
+use utoipa::openapi::{Ref, RefOr};
+use utoipa::{IntoParams, PartialSchema, ToSchema};
 use uuid::Uuid;
 
-use super::{Actor, Admin};
+use super::{Actor, Admin, TAG};
 use crate::audit;
 use crate::store::{self, TimelineEntry};
 
@@ -39,6 +44,29 @@ impl Admin {
     }
 }
 
+/// The dead-letter queues.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct DeadLetterQueues {
+    queues: Vec<DeadLetterQueue>,
+}
+
+/// A dead-letter queue and how many messages wait in it.
+#[derive(Debug, Serialize, ToSchema)]
+struct DeadLetterQueue {
+    /// e.g. `payment.commands.dlq`.
+    queue: String,
+    /// The process whose queue it serves, e.g. `payment`.
+    source: Option<String>,
+    depth: u32,
+}
+
+/// Every dead-letter queue with its depth.
+#[utoipa::path(get, path = "/admin/dlq", tag = TAG,
+    responses(
+        (status = 200, description = "Every dead-letter queue", body = DeadLetterQueues),
+        (status = 503, description = "The broker cannot be reached", body = Problem,
+         content_type = "application/problem+json"),
+    ))]
 pub(super) async fn list_queues(State(admin): State<Admin>) -> Response {
     let ch = match admin.broker.channel().await {
         Ok(ch) => ch,
@@ -48,34 +76,64 @@ pub(super) async fn list_queues(State(admin): State<Admin>) -> Response {
     for q in admin.topology.dead_letter_queues() {
         let opts = QueueDeclareOptions { passive: true, ..Default::default() };
         match ch.queue_declare(q.name.as_str().into(), opts, FieldTable::default()).await {
-            Ok(info) => queues.push(json!({"queue": q.name, "source": q.owner, "depth": info.message_count()})),
+            Ok(info) => queues.push(DeadLetterQueue {
+                queue: q.name.clone(),
+                source: q.owner.clone(),
+                depth: info.message_count(),
+            }),
             Err(e) => return Problem::unavailable(format!("{}: {e}", q.name)).into_response(),
         }
     }
     let _ = ch.close(200, "done".into()).await;
-    Json(json!({"queues": queues})).into_response()
+    Json(DeadLetterQueues { queues }).into_response()
 }
 
-/// One message as operators see it.
-fn describe(m: &Incoming) -> Value {
+/// A dead-lettered message as operators see it.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct DeadLetterMessage {
+    message_id: Option<String>,
+    /// The message type, e.g. `payment.capture`.
+    #[serde(rename = "type")]
+    message_type: Option<String>,
+    /// The saga it belongs to (its `correlation_id`).
+    saga_id: Option<String>,
+    /// Why it was dead-lettered: a code such as `retries_exhausted`.
+    reason: Option<String>,
+    error: Option<String>,
+    /// The queue it was dead-lettered from.
+    source_queue: Option<String>,
+    attempts: Option<i64>,
+    first_failure_at: Option<String>,
+    last_failure_at: Option<String>,
+    original_exchange: Option<String>,
+    original_routing_key: Option<String>,
+    /// Every AMQP header.
+    #[schema(value_type = Object)]
+    headers: Value,
+    /// The body: JSON as it is, anything else as a string.
+    body: Value,
+}
+
+fn describe(m: &Incoming) -> DeadLetterMessage {
     let p = &m.properties;
     let body = serde_json::from_slice::<Value>(&m.body)
         .unwrap_or_else(|_| Value::from(String::from_utf8_lossy(&m.body).into_owned()));
-    json!({
-        "message_id": p.message_id().as_ref().map(|s| s.as_str()),
-        "type": p.kind().as_ref().map(|s| s.as_str()),
-        "saga_id": p.correlation_id().as_ref().map(|s| s.as_str()),
-        "reason": m.header_str(headers::DEAD_LETTER_REASON),
-        "error": m.header_str(headers::DEAD_LETTER_ERROR),
-        "source_queue": m.header_str(headers::DEAD_LETTER_QUEUE),
-        "attempts": m.header_int(headers::DELIVERY_ATTEMPT),
-        "first_failure_at": m.header_str(headers::FIRST_FAILURE_AT),
-        "last_failure_at": m.header_str(headers::LAST_FAILURE_AT),
-        "original_exchange": m.header_str(headers::ORIGINAL_EXCHANGE),
-        "original_routing_key": m.header_str(headers::ORIGINAL_ROUTING_KEY),
-        "headers": headers_json(p),
-        "body": body,
-    })
+    let text = |s: &Option<lapin::types::ShortString>| s.as_ref().map(|s| s.as_str().to_owned());
+    DeadLetterMessage {
+        message_id: text(p.message_id()),
+        message_type: text(p.kind()),
+        saga_id: text(p.correlation_id()),
+        reason: m.header_str(headers::DEAD_LETTER_REASON),
+        error: m.header_str(headers::DEAD_LETTER_ERROR),
+        source_queue: m.header_str(headers::DEAD_LETTER_QUEUE),
+        attempts: m.header_int(headers::DELIVERY_ATTEMPT),
+        first_failure_at: m.header_str(headers::FIRST_FAILURE_AT),
+        last_failure_at: m.header_str(headers::LAST_FAILURE_AT),
+        original_exchange: m.header_str(headers::ORIGINAL_EXCHANGE),
+        original_routing_key: m.header_str(headers::ORIGINAL_ROUTING_KEY),
+        headers: headers_json(p),
+        body,
+    }
 }
 
 /// Messages taken from a queue unacknowledged; whatever is not settled goes back on drop of the
@@ -120,12 +178,39 @@ impl Fetched {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// A page of a dead-letter queue's messages.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct Page {
+    /// Messages per page.
+    #[param(minimum = 1, maximum = 200, default = 20)]
     limit: Option<usize>,
+    /// How many messages to skip (below 1000: at most that many are looked at).
+    #[param(minimum = 0, maximum = 999, default = 0)]
     offset: Option<usize>,
 }
 
+/// A page of a dead-letter queue.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct DeadLetterPage {
+    queue: String,
+    items: Vec<DeadLetterMessage>,
+    /// The `offset` of the next page; `null` on the last.
+    next_offset: Option<usize>,
+}
+
+/// A page of a dead-letter queue's messages, oldest first. Nothing is consumed: the messages are
+/// read unacknowledged and given back in order.
+#[utoipa::path(get, path = "/admin/dlq/{queue}/messages", tag = TAG,
+    params(("queue" = String, Path, description = "A dead-letter queue"), Page),
+    responses(
+        (status = 200, description = "A page of messages", body = DeadLetterPage),
+        (status = 400, description = "`limit` is not 1-200, or `offset` not 0-999", body = Problem,
+         content_type = "application/problem+json"),
+        (status = 404, description = "Not a dead-letter queue", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The broker cannot be reached", body = Problem,
+         content_type = "application/problem+json"),
+    ))]
 pub(super) async fn list_messages(
     State(admin): State<Admin>,
     Path(queue): Path<String>,
@@ -145,12 +230,23 @@ pub(super) async fn list_messages(
         Err(p) => return p.into_response(),
     };
     let total = fetched.messages.len();
-    let items: Vec<Value> = fetched.messages.iter().skip(offset).take(limit).map(|(_, m)| describe(m)).collect();
-    let next = (total > offset + limit).then_some(offset + limit);
+    let items = fetched.messages.iter().skip(offset).take(limit).map(|(_, m)| describe(m)).collect();
+    let next_offset = (total > offset + limit).then_some(offset + limit);
     fetched.give_back().await;
-    Json(json!({"queue": queue, "items": items, "next_offset": next})).into_response()
+    Json(DeadLetterPage { queue, items, next_offset }).into_response()
 }
 
+/// One message of a dead-letter queue (among its first 1000), left in place.
+#[utoipa::path(get, path = "/admin/dlq/{queue}/messages/{message_id}", tag = TAG,
+    params(("queue" = String, Path, description = "A dead-letter queue"),
+           ("message_id" = String, Path, description = "The message's `message_id`")),
+    responses(
+        (status = 200, description = "The message", body = DeadLetterMessage),
+        (status = 404, description = "Not a dead-letter queue, or no such message in it", body = Problem,
+         content_type = "application/problem+json"),
+        (status = 503, description = "The broker cannot be reached", body = Problem,
+         content_type = "application/problem+json"),
+    ))]
 pub(super) async fn one_message(State(admin): State<Admin>, Path((queue, id)): Path<(String, String)>) -> Response {
     if let Err(p) = admin.dead_letter_queue(&queue) {
         return p.into_response();
@@ -172,7 +268,8 @@ fn message_id(m: &Incoming) -> Option<String> {
     m.properties.message_id().as_ref().map(|s| s.as_str().to_owned())
 }
 
-/// Which messages a replay or discard applies to.
+/// Which messages a replay or discard applies to: exactly one of `message_id`, `filter` or
+/// `all: true`; a discard also needs a `reason`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Selection {
@@ -184,12 +281,90 @@ pub(super) struct Selection {
     reason: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// The messages a filter selects: those matching every field given.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[schema(as = DeadLetterFilter)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Filter {
+    /// The message type, e.g. `payment.capture`.
     message_type: Option<String>,
+    /// The saga (the message's `correlation_id`).
     saga_id: Option<String>,
+    /// The dead-letter reason, e.g. `retries_exhausted`.
     reason: Option<String>,
+}
+
+/// The OpenAPI schema of a [`Selection`]: one object per way of selecting; `reason` required
+/// (and not blank) for a discard. (The API also takes the other ways given as `null`, or `all`
+/// as `false`; the schema names the plain form.)
+struct SelectionDoc;
+
+impl SelectionDoc {
+    fn schema(discard: bool) -> RefOr<Schema> {
+        let by_id = ObjectBuilder::new().schema_type(Type::String).description(Some("One message, by `message_id`"));
+        let filter = RefOr::Ref(Ref::from_schema_name(Filter::name()));
+        let all = ObjectBuilder::new().schema_type(Type::Boolean).enum_values(Some([true]));
+        let way = |selected: &str, schema: RefOr<Schema>| {
+            let mut way = ObjectBuilder::new()
+                .property(selected, schema)
+                .property("reason", Self::reason(discard))
+                .required(selected)
+                .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+            if discard {
+                way = way.required("reason");
+            }
+            way.build()
+        };
+        let one_of = OneOfBuilder::new()
+            .item(way("message_id", by_id.into()))
+            .item(way("filter", filter))
+            .item(way("all", all.into()))
+            .description(Some(if discard {
+                "Exactly one of `message_id`, `filter` or `all: true`, and why (`reason`, required)"
+            } else {
+                "Exactly one of `message_id`, `filter` or `all: true`"
+            }));
+        RefOr::T(Schema::OneOf(one_of.build()))
+    }
+
+    fn reason(discard: bool) -> RefOr<Schema> {
+        let reason = ObjectBuilder::new().description(Some("Why: audited, and written to the saga's timeline"));
+        if discard {
+            reason.schema_type(Type::String).pattern(Some(crate::openapi::not_blank())).into()
+        } else {
+            reason.schema_type(utoipa::openapi::schema::SchemaType::from_iter([Type::String, Type::Null])).into()
+        }
+    }
+}
+
+/// The body of a replay.
+pub(super) struct ReplaySelection;
+
+impl PartialSchema for ReplaySelection {
+    fn schema() -> RefOr<Schema> {
+        SelectionDoc::schema(false)
+    }
+}
+
+impl ToSchema for ReplaySelection {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        schemas.push((Filter::name().into_owned(), Filter::schema()));
+    }
+}
+
+/// The body of a discard.
+pub(super) struct DiscardSelection;
+
+impl PartialSchema for DiscardSelection {
+    fn schema() -> RefOr<Schema> {
+        SelectionDoc::schema(true)
+    }
+}
+
+impl ToSchema for DiscardSelection {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        schemas.push((Filter::name().into_owned(), Filter::schema()));
+    }
 }
 
 impl Selection {
@@ -238,46 +413,100 @@ impl Action {
     }
 }
 
+/// What a replay did.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct Replayed {
+    replayed: usize,
+    message_ids: Vec<String>,
+    failed: Vec<Failure>,
+}
+
+/// What a discard did.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct Discarded {
+    discarded: usize,
+    message_ids: Vec<String>,
+    failed: Vec<Failure>,
+}
+
+/// A selected message that could not be settled; it stays in the queue.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct Failure {
+    message_id: String,
+    error: String,
+}
+
+/// Publish the selected messages back to their original exchange and routing key, with
+/// `replayed-from`, who and when, and a fresh attempt count. Safe to repeat: participants
+/// deduplicate on the idempotency key.
+#[utoipa::path(post, path = "/admin/dlq/{queue}/replay", tag = TAG,
+    params(("queue" = String, Path, description = "A dead-letter queue")),
+    request_body(content = ReplaySelection, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Every selected message was replayed (none selected: `0`)", body = Replayed),
+        (status = 207, description = "Some could not be replayed (`failed`); they stay in the queue", body = Replayed),
+        (status = 400, description = "The body is not a selection", body = Problem,
+         content_type = "application/problem+json"),
+        (status = 404, description = "Not a dead-letter queue", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The broker cannot be reached", body = Problem,
+         content_type = "application/problem+json"),
+    ))]
 pub(super) async fn replay(
     State(admin): State<Admin>,
     Extension(actor): Extension<Actor>,
     Path(queue): Path<String>,
     body: Result<Json<Selection>, JsonRejection>,
 ) -> Response {
-    settle(admin, actor, queue, body, Action::Replay).await
+    match settle(admin, actor, queue, body, Action::Replay).await {
+        Ok((status, message_ids, failed)) => {
+            (status, Json(Replayed { replayed: message_ids.len(), message_ids, failed })).into_response()
+        }
+        Err(p) => p.into_response(),
+    }
 }
 
+/// Remove the selected messages for good, with a reason.
+#[utoipa::path(post, path = "/admin/dlq/{queue}/discard", tag = TAG,
+    params(("queue" = String, Path, description = "A dead-letter queue")),
+    request_body(content = DiscardSelection, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Every selected message was discarded (none selected: `0`)", body = Discarded),
+        (status = 207, description = "Some could not be discarded (`failed`); they stay in the queue", body = Discarded),
+        (status = 400, description = "The body is not a selection with a reason", body = Problem,
+         content_type = "application/problem+json"),
+        (status = 404, description = "Not a dead-letter queue", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The broker cannot be reached", body = Problem,
+         content_type = "application/problem+json"),
+    ))]
 pub(super) async fn discard(
     State(admin): State<Admin>,
     Extension(actor): Extension<Actor>,
     Path(queue): Path<String>,
     body: Result<Json<Selection>, JsonRejection>,
 ) -> Response {
-    settle(admin, actor, queue, body, Action::Discard).await
+    match settle(admin, actor, queue, body, Action::Discard).await {
+        Ok((status, message_ids, failed)) => {
+            (status, Json(Discarded { discarded: message_ids.len(), message_ids, failed })).into_response()
+        }
+        Err(p) => p.into_response(),
+    }
 }
 
+/// The selected messages' ids, settled, and those that failed; `207` if any did.
 async fn settle(
     admin: Admin,
     Actor(actor): Actor,
     queue: String,
     body: Result<Json<Selection>, JsonRejection>,
     action: Action,
-) -> Response {
-    if let Err(p) = admin.dead_letter_queue(&queue) {
-        return p.into_response();
-    }
-    let sel = match selection(body) {
-        Ok(s) => s,
-        Err(p) => return p.into_response(),
-    };
+) -> Result<(StatusCode, Vec<String>, Vec<Failure>), Problem> {
+    admin.dead_letter_queue(&queue)?;
+    let sel = selection(body)?;
     let reason = sel.reason.clone().map(|r| r.trim().to_owned()).filter(|r| !r.is_empty());
     if action == Action::Discard && reason.is_none() {
-        return Problem::bad_request("a discard needs a `reason`").into_response();
+        return Err(Problem::bad_request("a discard needs a `reason`"));
     }
-    let fetched = match Fetched::take(&admin.broker, &queue, MAX_SCAN).await {
-        Ok(f) => f,
-        Err(p) => return p.into_response(),
-    };
+    let fetched = Fetched::take(&admin.broker, &queue, MAX_SCAN).await?;
     let mut done = Vec::new();
     let mut failed = Vec::new();
     for (tag, m) in fetched.messages.iter().filter(|(_, m)| sel.matches(m)) {
@@ -285,25 +514,24 @@ async fn settle(
         if action == Action::Replay
             && let Err(e) = republish(&admin, &actor, &queue, m).await
         {
-            failed.push(json!({"message_id": id, "error": e}));
+            failed.push(Failure { message_id: id, error: e });
             continue;
         }
         // Audit first: a message settled without its audit row would be an unexplained loss.
         if let Err(e) = record(&admin.pool, &actor, action, &queue, m, reason.as_deref()).await {
-            failed.push(json!({"message_id": id, "error": format!("audit: {e}")}));
+            failed.push(Failure { message_id: id, error: format!("audit: {e}") });
             continue;
         }
         if let Err(e) = fetched.ack(*tag).await {
-            failed.push(json!({"message_id": id, "error": format!("ack: {e}")}));
+            failed.push(Failure { message_id: id, error: format!("ack: {e}") });
             continue;
         }
         done.push(id);
     }
     fetched.give_back().await;
     tracing::info!(actor = %actor, action = action.as_str(), queue = %queue, count = done.len(), "dead letters settled");
-    let key = if action == Action::Replay { "replayed" } else { "discarded" };
     let status = if failed.is_empty() { StatusCode::OK } else { StatusCode::MULTI_STATUS };
-    (status, Json(json!({key: done.len(), "message_ids": done, "failed": failed}))).into_response()
+    Ok((status, done, failed))
 }
 
 /// Publish a dead-lettered message back where it was first sent, marked as replayed, with a

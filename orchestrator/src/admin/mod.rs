@@ -8,7 +8,9 @@
 //! - `GET /admin/audit?limit=&saga_id=`: every operator action, newest first.
 //!
 //! Layout: [`auth`] (operators and the bearer check), [`dlq`] (broker access), [`sagas`] (verbs,
-//! through the engine); the audit trail itself is [`crate::audit`].
+//! through the engine); the audit trail itself is [`crate::audit`]. Each handler carries its
+//! OpenAPI description; [`router`] adds what every operator route shares (the bearer scheme, `401`,
+//! the names of the dead-letter queues).
 
 pub mod auth;
 mod dlq;
@@ -17,21 +19,30 @@ mod sagas;
 use std::sync::Arc;
 
 pub use auth::{Actor, Operator, parse_operators};
+use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use contracts::topology::Topology;
 use infra::amqp::{Broker, Publisher};
 use infra::http::Problem;
-use serde::Deserialize;
-use serde_json::json;
+use infra::openapi::{OpenApiRouter, may_answer_problem, operations_mut};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use sqlx::PgPool;
+use utoipa::openapi::path::ParameterIn;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{OpenApi, RefOr, schema::Schema};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::engine::Engine;
+
+/// The name of the operators' security scheme in the OpenAPI document.
+pub const SECURITY_SCHEME: &str = "operator_token";
+const TAG: &str = "operator";
 
 #[derive(Clone)]
 pub struct Admin {
@@ -43,27 +54,71 @@ pub struct Admin {
     pub engine: Arc<Engine>,
 }
 
-pub fn router(admin: Admin) -> Router {
-    Router::new()
-        .route("/admin/dlq", get(dlq::list_queues))
-        .route("/admin/dlq/{queue}/messages", get(dlq::list_messages))
-        .route("/admin/dlq/{queue}/messages/{message_id}", get(dlq::one_message))
-        .route("/admin/dlq/{queue}/replay", post(dlq::replay))
-        .route("/admin/dlq/{queue}/discard", post(dlq::discard))
-        .route("/admin/sagas/{id}/retry", post(sagas::retry))
-        .route("/admin/sagas/{id}/compensate", post(sagas::compensate))
-        .route("/admin/sagas/{id}/resolve", post(sagas::resolve))
-        .route("/admin/audit", get(audit))
+pub fn router(admin: Admin) -> OpenApiRouter {
+    let queues: Vec<String> = admin.topology.dead_letter_queues().map(|q| q.name.clone()).collect();
+    let mut api = OpenApiRouter::new()
+        .routes(routes!(dlq::list_queues))
+        .routes(routes!(dlq::list_messages))
+        .routes(routes!(dlq::one_message))
+        .routes(routes!(dlq::replay))
+        .routes(routes!(dlq::discard))
+        .routes(routes!(sagas::retry))
+        .routes(routes!(sagas::compensate))
+        .routes(routes!(sagas::resolve))
+        .routes(routes!(audit))
         .route_layer(middleware::from_fn_with_state(admin.operators.clone(), auth::authorize))
-        .with_state(admin)
+        .with_state(admin);
+    operators_only(api.get_openapi_mut(), &queues);
+    sagas::optional_notes(api.get_openapi_mut());
+    api
 }
 
-#[derive(Debug, Deserialize)]
+/// What [`auth::authorize`] adds to every operator route: the bearer token, and `401` without it;
+/// and the dead-letter queues a `{queue}` may name.
+fn operators_only(doc: &mut OpenApi, queues: &[String]) {
+    let scheme = Http::builder()
+        .scheme(HttpAuthScheme::Bearer)
+        .description(Some("A token of `ORCHESTRATOR_ADMIN_TOKENS` (`Authorization: Bearer <token>`)"))
+        .build();
+    let components = doc.components.get_or_insert_with(Default::default);
+    components.security_schemes.insert(SECURITY_SCHEME.into(), SecurityScheme::Http(scheme));
+    for operation in operations_mut(doc) {
+        operation.security = Some(vec![SecurityRequirement::new(SECURITY_SCHEME, Vec::<String>::new())]);
+        may_answer_problem(operation, 401, "No valid `Authorization: Bearer <token>` (`WWW-Authenticate: Bearer`)");
+        let queue_parameters = operation.parameters.iter_mut().flatten();
+        for parameter in queue_parameters.filter(|p| p.name == "queue" && matches!(p.parameter_in, ParameterIn::Path)) {
+            if let Some(RefOr::T(Schema::Object(schema))) = parameter.schema.as_mut() {
+                schema.enum_values = Some(queues.iter().map(|q| Value::from(q.as_str())).collect());
+            }
+        }
+    }
+}
+
+/// The query of `GET /admin/audit`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct AuditQuery {
+    /// Actions per answer, newest first.
+    #[param(minimum = 1, maximum = 500, default = 50)]
     limit: Option<i64>,
+    /// Only the actions about this saga.
     saga_id: Option<Uuid>,
 }
 
+/// The answer of `GET /admin/audit`.
+#[derive(Debug, Serialize, ToSchema)]
+struct AuditPage {
+    items: Vec<crate::audit::Row>,
+}
+
+/// Every operator action (replay, discard, and the saga verbs), newest first.
+#[utoipa::path(get, path = "/admin/audit", tag = TAG,
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "The newest actions, newest first", body = AuditPage),
+        (status = 400, description = "`limit` is not 1-500, or `saga_id` not a UUID", body = Problem,
+         content_type = "application/problem+json"),
+    ))]
 async fn audit(State(admin): State<Admin>, q: Result<Query<AuditQuery>, QueryRejection>) -> Response {
     let Ok(Query(q)) = q else {
         return Problem::bad_request("limit must be a number and saga_id a UUID").into_response();
@@ -73,7 +128,7 @@ async fn audit(State(admin): State<Admin>, q: Result<Query<AuditQuery>, QueryRej
         return Problem::bad_request("limit must be between 1 and 500").into_response();
     }
     match crate::audit::list(&admin.pool, q.saga_id, limit).await {
-        Ok(items) => Json(json!({"items": items})).into_response(),
+        Ok(items) => Json(AuditPage { items }).into_response(),
         Err(e) => Problem::internal(&e).into_response(),
     }
 }

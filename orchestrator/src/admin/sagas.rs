@@ -11,24 +11,83 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use infra::http::Problem;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa::openapi::{OpenApi, Required};
 use uuid::Uuid;
 
-use super::{Actor, Admin};
+use super::{Actor, Admin, TAG};
+use crate::api::IncidentView;
 use crate::engine::EngineError;
-use crate::kernel::Verb;
+use crate::kernel::{SagaStatus, Verb};
+use crate::openapi::SagaStatusName;
 
 /// Longest operator note.
 const MAX_NOTE: usize = 2000;
 
-#[derive(Debug, Default, Deserialize)]
+/// The body of a verb (optional for `retry` and `compensate`: no body, or `{}`, is no note).
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct VerbBody {
+    /// Why, or what was done by hand; audited and written to the saga's timeline.
     #[serde(default)]
+    #[schema(max_length = 2000)]
     note: String,
 }
 
+/// The body of `resolve`: the note is required.
+#[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct ResolveBody {
+    /// What was done by hand; audited and written to the saga's timeline.
+    #[schema(
+        max_length = 2000,
+        pattern = r"[^\u0009-\u000d\u0020\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
+    note: String,
+}
+
+/// What a verb did.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct VerbApplied {
+    saga_id: Uuid,
+    /// `retry`, `compensate` or `resolve`.
+    verb: &'static str,
+    /// The saga's status now.
+    #[schema(value_type = SagaStatusName)]
+    status: SagaStatus,
+    current_step: Option<String>,
+    /// The incident still open, if any.
+    incident: Option<IncidentView>,
+}
+
+/// In `doc`, the bodies of `retry` and `compensate` are optional (no body, or only whitespace, is
+/// no note).
+pub(super) fn optional_notes(doc: &mut OpenApi) {
+    for (path, item) in doc.paths.paths.iter_mut() {
+        if !(path.ends_with("/retry") || path.ends_with("/compensate")) {
+            continue;
+        }
+        if let Some(body) = item.post.as_mut().and_then(|o| o.request_body.as_mut()) {
+            body.required = Some(Required::False);
+        }
+    }
+}
+
+/// Send the awaited command (or compensation) again now, in a fresh round of attempts, and close
+/// the incident.
+#[utoipa::path(post, path = "/admin/sagas/{id}/retry", tag = TAG,
+    params(("id" = Uuid, Path, description = "The saga's id")),
+    request_body(content = VerbBody, content_type = "application/json", description = "Optional: a note"),
+    responses(
+        (status = 200, description = "Applied", body = VerbApplied),
+        (status = 400, description = "The id is not a UUID, or the body is not `{\"note\": \"...\"}`", body = Problem,
+         content_type = "application/problem+json"),
+        (status = 404, description = "No such saga", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The saga is finished, or its definition is unknown here", body = Problem,
+         content_type = "application/problem+json"),
+    ))]
 pub(super) async fn retry(
     s: State<Admin>,
     a: Extension<Actor>,
@@ -38,6 +97,19 @@ pub(super) async fn retry(
     act(s, a, id, b, Verb::Retry).await
 }
 
+/// Give up a saga that has not passed its pivot: the awaited step is compensated first, then the
+/// completed steps in reverse; it ends `COMPENSATED`.
+#[utoipa::path(post, path = "/admin/sagas/{id}/compensate", tag = TAG,
+    params(("id" = Uuid, Path, description = "The saga's id")),
+    request_body(content = VerbBody, content_type = "application/json", description = "Optional: a note"),
+    responses(
+        (status = 200, description = "Applied", body = VerbApplied),
+        (status = 400, description = "The id is not a UUID, or the body is not `{\"note\": \"...\"}`", body = Problem,
+         content_type = "application/problem+json"),
+        (status = 404, description = "No such saga", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The pivot succeeded, the saga is compensating or finished, or its version \
+                                      cannot cancel its pivot", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub(super) async fn compensate(
     s: State<Admin>,
     a: Extension<Actor>,
@@ -47,6 +119,19 @@ pub(super) async fn compensate(
     act(s, a, id, b, Verb::Compensate).await
 }
 
+/// After fixing by hand: close an incident (the step counts as done and the saga goes on), or end
+/// a `FAILED` saga `COMPENSATED`.
+#[utoipa::path(post, path = "/admin/sagas/{id}/resolve", tag = TAG,
+    params(("id" = Uuid, Path, description = "The saga's id")),
+    request_body(content = ResolveBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Applied", body = VerbApplied),
+        (status = 400, description = "The id is not a UUID, or the body is not `{\"note\": \"...\"}` with a note",
+         body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such saga", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "No open incident, and not `FAILED`", body = Problem,
+         content_type = "application/problem+json"),
+    ))]
 pub(super) async fn resolve(
     s: State<Admin>,
     a: Extension<Actor>,
@@ -86,13 +171,13 @@ async fn act(
         return Problem::bad_request("resolve needs a `note`: what was done by hand").into_response();
     }
     match admin.engine.operate(id, verb, &actor, &note).await {
-        Ok(state) => Json(json!({
-            "saga_id": id,
-            "verb": verb.as_str(),
-            "status": state.status,
-            "current_step": state.current_step_name(),
-            "incident": state.incident,
-        }))
+        Ok(state) => Json(VerbApplied {
+            saga_id: id,
+            verb: verb.as_str(),
+            status: state.status,
+            current_step: state.current_step_name().map(str::to_owned),
+            incident: state.incident.as_ref().map(|i| IncidentView::from_kernel(i, None)),
+        })
         .into_response(),
         Err(EngineError::UnknownSaga(_)) => Problem::not_found(format!("no saga {id}")).into_response(),
         Err(EngineError::Refused(why)) => {

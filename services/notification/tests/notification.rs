@@ -83,3 +83,22 @@ async fn records_each_event_once_and_answers_by_order() {
     token.cancel();
     handle.await.unwrap().unwrap();
 }
+
+/// `GET /openapi.json` lists exactly what the router serves; the validator and Schemathesis pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_is_the_router_and_schemathesis_passes() {
+    let (vhost, db) = tokio::join!(TestVhost::create("notification"), TestDb::create("notification"));
+    let settings = NotificationSettings::for_tests(Settings::for_tests("notification", &vhost.amqp_url, &db.url));
+    let app = notification::build(settings).await.expect("notification starts");
+    let base = format!("http://{}", app.local_addr());
+    let (token, _handle) = spawn_app(app);
+    let routes = [
+        ("GET", "/notifications"),
+        ("GET", "/health/live"),
+        ("GET", "/health/ready"),
+        ("GET", "/metrics"),
+        ("GET", "/openapi.json"),
+    ];
+    infra::openapi_checks::check_live_document(&base, &routes, None, 30).await;
+    token.cancel();
+}

@@ -1,22 +1,29 @@
-//! Payment's read-only HTTP: `GET /payments/{order_id}`.
+//! Payment's read-only HTTP: `GET /payments/{order_id}`, with its OpenAPI description (served at
+//! `/openapi.json`, see `infra::openapi`).
 
+use axum::Json;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use infra::http::Problem;
+use infra::openapi::OpenApiRouter;
 use serde::Serialize;
 use sqlx::PgPool;
+use utoipa::ToSchema;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
+/// A payment: an authorization and what became of it.
 pub struct Payment {
     pub order_id: Uuid,
     pub customer_id: String,
     pub amount_cents: i64,
     pub currency: String,
+    /// `authorizing`, `authorized`, `capturing`, `captured`, `voiding`, `voided` or `declined`;
+    /// the `-ing` ones are intents whose gateway call has not been recorded yet.
+    #[schema(pattern = "^(authorizing|authorized|capturing|captured|voiding|voided|declined)$")]
     pub status: String,
     pub authorization_id: Option<String>,
     pub decline_code: Option<String>,
@@ -24,10 +31,18 @@ pub struct Payment {
     pub updated_at: DateTime<Utc>,
 }
 
-pub fn router(pool: PgPool) -> Router {
-    Router::new().route("/payments/{order_id}", get(one)).with_state(pool)
+pub fn router(pool: PgPool) -> OpenApiRouter {
+    OpenApiRouter::new().routes(routes!(one)).with_state(pool)
 }
 
+/// The payment of one order.
+#[utoipa::path(get, path = "/payments/{order_id}", tag = "payments",
+    params(("order_id" = Uuid, Path, description = "The order's id (its saga id)")),
+    responses(
+        (status = 200, description = "The payment", body = Payment),
+        (status = 400, description = "`order_id` is not a UUID", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No payment for this order", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn one(State(pool): State<PgPool>, id: Result<Path<Uuid>, PathRejection>) -> Response {
     let Ok(Path(id)) = id else {
         return Problem::bad_request("order_id must be a UUID").into_response();

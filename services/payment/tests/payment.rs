@@ -321,3 +321,18 @@ async fn a_gateway_refusal_declines_an_authorize_and_dead_letters_a_capture() {
     token.cancel();
     handle.await.unwrap().unwrap();
 }
+
+/// `GET /openapi.json` lists exactly what the router serves; the validator and Schemathesis pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_is_the_router_and_schemathesis_passes() {
+    let (e, token, _handle) = env().await;
+    let routes = [
+        ("GET", "/payments/{order_id}"),
+        ("GET", "/health/live"),
+        ("GET", "/health/ready"),
+        ("GET", "/metrics"),
+        ("GET", "/openapi.json"),
+    ];
+    infra::openapi_checks::check_live_document(&e.base, &routes, None, 30).await;
+    token.cancel();
+}

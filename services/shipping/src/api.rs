@@ -1,17 +1,21 @@
-//! Shipping's read-only HTTP: `GET /shipments/{order_id}`.
+//! Shipping's read-only HTTP: `GET /shipments/{order_id}`, with its OpenAPI description (served
+//! at `/openapi.json`, see `infra::openapi`).
 
+use axum::Json;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use infra::http::Problem;
+use infra::openapi::OpenApiRouter;
 use serde::Serialize;
 use sqlx::PgPool;
+use utoipa::ToSchema;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
+/// A shipment: a booking at the carrier and what became of it.
 pub struct Shipment {
     pub order_id: Uuid,
     pub shipment_id: Uuid,
@@ -19,16 +23,25 @@ pub struct Shipment {
     pub tracking_number: Option<String>,
     pub country: String,
     /// `booking`, `scheduled`, `rejected`, `cancelling` or `cancelled`.
+    #[schema(pattern = "^(booking|scheduled|rejected|cancelling|cancelled)$")]
     pub status: String,
     pub reason: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
-pub fn router(pool: PgPool) -> Router {
-    Router::new().route("/shipments/{order_id}", get(one)).with_state(pool)
+pub fn router(pool: PgPool) -> OpenApiRouter {
+    OpenApiRouter::new().routes(routes!(one)).with_state(pool)
 }
 
+/// The shipment of one order.
+#[utoipa::path(get, path = "/shipments/{order_id}", tag = "shipments",
+    params(("order_id" = Uuid, Path, description = "The order's id (its saga id)")),
+    responses(
+        (status = 200, description = "The shipment", body = Shipment),
+        (status = 400, description = "`order_id` is not a UUID", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No shipment for this order", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn one(State(pool): State<PgPool>, id: Result<Path<Uuid>, PathRejection>) -> Response {
     let Ok(Path(id)) = id else {
         return Problem::bad_request("order_id must be a UUID").into_response();

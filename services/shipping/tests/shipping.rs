@@ -164,3 +164,25 @@ async fn a_carrier_refusal_rejects_and_a_lost_answer_books_once() {
     assert_eq!((stats.booked, stats.ambiguous, stats.operations), (Some(3), 3, 3), "{stats:?}");
     e.stop().await;
 }
+
+/// `GET /openapi.json` lists exactly what the router serves; the validator and Schemathesis pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_is_the_router_and_schemathesis_passes() {
+    let (vhost, db) = tokio::join!(TestVhost::create("shipping"), TestDb::create("shipping"));
+    let carrier = outside::Server::bind("carrier", "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let carrier_url = format!("http://{}", carrier.local_addr());
+    tokio::spawn(carrier.run(infra::CancellationToken::new()));
+    let settings = ShippingSettings::for_tests(Settings::for_tests("shipping", &vhost.amqp_url, &db.url), &carrier_url);
+    let app = shipping::build(settings).await.expect("shipping starts");
+    let base = format!("http://{}", app.local_addr());
+    let (token, _handle) = spawn_app(app);
+    let routes = [
+        ("GET", "/shipments/{order_id}"),
+        ("GET", "/health/live"),
+        ("GET", "/health/ready"),
+        ("GET", "/metrics"),
+        ("GET", "/openapi.json"),
+    ];
+    infra::openapi_checks::check_live_document(&base, &routes, None, 30).await;
+    token.cancel();
+}
