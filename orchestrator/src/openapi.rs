@@ -84,9 +84,11 @@ fn text() -> String {
     format!("^[^{control}]*[^{control}{}][^{control}]*$", class(&BLANK))
 }
 
-/// Something other than whitespace (`str::trim` leaves something): an unanchored pattern.
+/// Not blank (`str::trim` leaves something), and no NUL (which PostgreSQL text cannot hold): the
+/// operators' notes and reasons.
 pub fn not_blank() -> String {
-    format!("[^{}{}]", class(&[('\u{9}', '\u{d}'), ('\u{85}', '\u{85}')]), class(&BLANK))
+    let whitespace = class(&[('\u{0}', '\u{0}'), ('\u{9}', '\u{d}'), ('\u{85}', '\u{85}')]) + &class(&BLANK);
+    format!(r"^[^\u0000]*[^{whitespace}][^\u0000]*$")
 }
 
 /// Add the rules of [`crate::validate::order`] to the schemas of the order request in `doc`.

@@ -157,3 +157,90 @@ async fn schemathesis_finds_nothing() {
     let base = o.base.clone();
     tokio::task::spawn_blocking(move || schemathesis(&tools, &base, &args)).await.expect("schemathesis ran");
 }
+
+/// A valid order whose first line is `line` (JSON text).
+fn order_with_line(line: &str) -> String {
+    format!(
+        r#"{{"customer_id": "c-42", "currency": "EUR", "items": [{line}],
+            "shipping_address": {{"name": "Ada", "line1": "1 Main St", "city": "Berlin", "postal_code": "10115", "country": "DE"}}}}"#
+    )
+}
+
+async fn post_order(o: &Running, body: String) -> (u16, Value) {
+    let sent = reqwest::Client::new()
+        .post(format!("{}/orders", o.base))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("an answer");
+    let status = sent.status().as_u16();
+    (status, sent.json().await.unwrap_or(Value::Null))
+}
+
+/// Found by Schemathesis: `"quantity": 9999.0` is an integer to JSON Schema, as the document says,
+/// and was refused with `422`.
+#[tokio::test]
+async fn a_whole_number_written_with_a_fraction_is_taken() {
+    let o = start().await;
+    let line = r#"{"sku": "SKU-0001", "quantity": 9999.0, "unit_price_cents": 1.999e3}"#;
+    let (status, body) = post_order(&o, order_with_line(line)).await;
+    assert_eq!(status, 202, "{body}");
+    let line = r#"{"sku": "SKU-0001", "quantity": 2.5, "unit_price_cents": 1999}"#;
+    assert_eq!(post_order(&o, order_with_line(line)).await.0, 422);
+}
+
+/// Found by Schemathesis: a SKU of 64 characters (the document's `maxLength`) was refused when they
+/// took more than 64 bytes.
+#[tokio::test]
+async fn an_id_of_64_wide_characters_is_taken() {
+    let o = start().await;
+    let sku = "𝕏".repeat(64);
+    let line = format!(r#"{{"sku": "{sku}", "quantity": 1, "unit_price_cents": 1999}}"#);
+    let (status, body) = post_order(&o, order_with_line(&line)).await;
+    assert_eq!(status, 202, "{body}");
+    let line = format!(r#"{{"sku": "{sku}𝕏", "quantity": 1, "unit_price_cents": 1999}}"#);
+    let (status, body) = post_order(&o, order_with_line(&line)).await;
+    assert_eq!((status, &body["errors"][0]["field"]), (422, &Value::from("items[0].sku")), "{body}");
+}
+
+/// Found by Schemathesis: the body of `retry` and `compensate` was documented as nullable, and
+/// `null` is refused; it is optional (no body is no note), and never `null`.
+#[tokio::test]
+async fn a_verb_body_is_optional_and_never_null() {
+    let o = start().await;
+    let doc = fetch_document(&o.base).await;
+    for verb in ["retry", "compensate"] {
+        let body = &doc["paths"][format!("/admin/sagas/{{id}}/{verb}")]["post"]["requestBody"];
+        assert_eq!(body["required"], false, "{verb}");
+        let schema = &body["content"]["application/json"]["schema"];
+        assert_eq!(schema["$ref"], "#/components/schemas/VerbBody", "{verb}: {schema}");
+    }
+    let url = format!("{}/admin/sagas/{}/retry", o.base, uuid::Uuid::nil());
+    let client = reqwest::Client::new();
+    let none = client.post(&url).bearer_auth(TOKEN).send().await.expect("an answer");
+    assert_eq!(none.status().as_u16(), 404, "no body is no note: the saga is looked up");
+    let null = client.post(&url).bearer_auth(TOKEN).header("content-type", "application/json").body("null");
+    assert_eq!(null.send().await.expect("an answer").status().as_u16(), 400);
+}
+
+/// A NUL cannot be stored (PostgreSQL text refuses it): an operator's note with one is a `400`,
+/// not a failed transaction (`500`), as is a discard's reason with one.
+#[tokio::test]
+async fn a_nul_in_an_operators_note_or_reason_is_a_400() {
+    let o = start().await;
+    let line = r#"{"sku": "SKU-0001", "quantity": 1, "unit_price_cents": 1999}"#;
+    let (status, body) = post_order(&o, order_with_line(line)).await;
+    assert_eq!(status, 202, "{body}");
+    let saga = body["saga_id"].as_str().expect("a saga id").to_owned();
+    let client = reqwest::Client::new();
+    for verb in ["retry", "compensate", "resolve"] {
+        let url = format!("{}/admin/sagas/{saga}/{verb}", o.base);
+        let sent = client.post(&url).bearer_auth(TOKEN).json(&serde_json::json!({"note": "fixed\u{0}by hand"}));
+        let answer = sent.send().await.expect("an answer");
+        assert_eq!(answer.status().as_u16(), 400, "{verb}");
+    }
+    let url = format!("{}/admin/dlq/payment.commands.dlq/discard", o.base);
+    let sent = client.post(&url).bearer_auth(TOKEN).json(&serde_json::json!({"all": true, "reason": "a\u{0}b"}));
+    assert_eq!(sent.send().await.expect("an answer").status().as_u16(), 400);
+}

@@ -332,7 +332,8 @@ impl SelectionDoc {
         if discard {
             reason.schema_type(Type::String).pattern(Some(crate::openapi::not_blank())).into()
         } else {
-            reason.schema_type(utoipa::openapi::schema::SchemaType::from_iter([Type::String, Type::Null])).into()
+            let any = utoipa::openapi::schema::SchemaType::from_iter([Type::String, Type::Null]);
+            reason.schema_type(any).pattern(Some(r"^[^\u0000]*$")).into()
         }
     }
 }
@@ -503,6 +504,10 @@ async fn settle(
     admin.dead_letter_queue(&queue)?;
     let sel = selection(body)?;
     let reason = sel.reason.clone().map(|r| r.trim().to_owned()).filter(|r| !r.is_empty());
+    // PostgreSQL text cannot hold it: refused here rather than failing each message's audit row.
+    if reason.as_deref().is_some_and(|r| r.contains('\0')) {
+        return Err(Problem::bad_request("the reason must not contain NUL (U+0000)"));
+    }
     if action == Action::Discard && reason.is_none() {
         return Err(Problem::bad_request("a discard needs a `reason`"));
     }

@@ -31,7 +31,7 @@ const MAX_NOTE: usize = 2000;
 struct VerbBody {
     /// Why, or what was done by hand; audited and written to the saga's timeline.
     #[serde(default)]
-    #[schema(max_length = 2000)]
+    #[schema(max_length = 2000, pattern = r"^[^\u0000]*$")]
     note: String,
 }
 
@@ -43,7 +43,7 @@ struct ResolveBody {
     /// What was done by hand; audited and written to the saga's timeline.
     #[schema(
         max_length = 2000,
-        pattern = r"[^\u0009-\u000d\u0020\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+        pattern = r"^[^\u0000]*[^\u0000\u0009-\u000d\u0085\u0020\u00a0\u1680\u2000-\u200a\u2028-\u2029\u202f\u205f\u3000][^\u0000]*$"
     )]
     note: String,
 }
@@ -149,6 +149,10 @@ fn note(body: &[u8]) -> Result<String, Problem> {
     let VerbBody { note } = serde_json::from_slice(body)
         .map_err(|e| Problem::bad_request(format!("the body must be {{\"note\": \"...\"}}: {e}")))?;
     let note = note.trim().to_owned();
+    // PostgreSQL text cannot hold it: refused here rather than failing the verb's transaction.
+    if note.contains('\0') {
+        return Err(Problem::bad_request("the note must not contain NUL (U+0000)"));
+    }
     if note.chars().count() > MAX_NOTE {
         return Err(Problem::bad_request(format!("the note must be at most {MAX_NOTE} characters")));
     }
@@ -186,5 +190,26 @@ async fn act(
                 .into_response()
         }
         Err(e) => Problem::internal(&e).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use utoipa::PartialSchema;
+
+    #[test]
+    fn the_resolve_note_pattern_is_not_blank_and_free_of_nul() {
+        let schema = serde_json::to_value(ResolveBody::schema()).expect("a schema");
+        assert_eq!(schema["properties"]["note"]["pattern"], crate::openapi::not_blank());
+    }
+
+    #[test]
+    fn a_note_is_optional_trimmed_bounded_and_free_of_nul() {
+        assert_eq!(note(b"").ok(), Some(String::new()));
+        assert_eq!(note(b" {\"note\": \" gateway fixed \"} ").ok(), Some("gateway fixed".into()));
+        assert!(note(b"null").is_err());
+        assert!(note(b"{\"note\": \"a\\u0000b\"}").is_err());
+        assert!(note(format!("{{\"note\": \"{}\"}}", "x".repeat(MAX_NOTE + 1)).as_bytes()).is_err());
     }
 }
