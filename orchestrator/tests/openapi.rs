@@ -2,7 +2,8 @@
 //! vhost and database: it lists exactly the routes the router serves, every error it declares is
 //! `application/problem+json`, the operator routes carry the bearer scheme; `openapi-spec-validator`
 //! accepts it, and Schemathesis, run against the live process with its default checks, finds
-//! nothing. Each case Schemathesis once found is kept below as a plain test.
+//! nothing (with dead letters in a queue, so that the dead-letter routes have messages to list, show,
+//! replay and discard). Each case Schemathesis once found is kept below as a plain test.
 
 use std::collections::BTreeSet;
 
@@ -21,7 +22,7 @@ struct Running {
     base: String,
     token: CancellationToken,
     _db: TestDb,
-    _vhost: TestVhost,
+    vhost: TestVhost,
 }
 
 impl Drop for Running {
@@ -37,7 +38,7 @@ async fn start() -> Running {
     let app = orchestrator::build(settings).await.expect("orchestrator starts");
     let base = format!("http://{}", app.local_addr());
     let (token, _handle) = spawn_app(app);
-    Running { base, token, _db: db, _vhost: vhost }
+    Running { base, token, _db: db, vhost }
 }
 
 /// The orchestrator's API, as the README lists it.
@@ -135,10 +136,37 @@ async fn openapi_spec_validator_accepts_the_document() {
     tokio::task::spawn_blocking(move || validate_spec(&tools, &doc)).await.expect("the validator ran");
 }
 
+/// Put a few dead letters in `queue`, as a participant's transport leaves them, so that the
+/// dead-letter routes have messages to list, show, replay and discard.
+async fn dead_letters(o: &Running, queue: &str, count: usize) {
+    use contracts::envelope::headers;
+    use infra::amqp::codec::{HeaderValue, with_headers};
+    let broker = infra::amqp::Broker::new(&o.vhost.amqp_url, 1, "test").expect("a broker");
+    let publisher = infra::amqp::Publisher::new(broker);
+    for _ in 0..count {
+        let props = lapin::BasicProperties::default()
+            .with_message_id(uuid::Uuid::now_v7().to_string().into())
+            .with_type("payment.capture".into())
+            .with_correlation_id(uuid::Uuid::now_v7().to_string().into());
+        let text = |s: &str| HeaderValue::Str(s.to_owned());
+        let props = with_headers(
+            props,
+            &[
+                (headers::DEAD_LETTER_REASON.into(), text("retries_exhausted")),
+                (headers::DEAD_LETTER_QUEUE.into(), text("payment.commands")),
+                (headers::ORIGINAL_EXCHANGE.into(), text("saga.commands")),
+                (headers::ORIGINAL_ROUTING_KEY.into(), text("payment.capture")),
+            ],
+        );
+        publisher.publish_raw("", queue, true, props, br#"{"order_id": "x"}"#).await.expect("a dead letter");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_finds_nothing() {
     let Some(tools) = python_tools() else { return };
     let o = start().await;
+    dead_letters(&o, "payment.commands.dlq", 40).await;
     let args: Vec<String> = [
         "--header",
         &format!("Authorization: Bearer {TOKEN}"),
