@@ -253,10 +253,8 @@ impl Application {
         // The HTTP routes and their document are assembled first: a failure stops nothing running.
         let api = router.merge(http::health_routes(health));
         let router = crate::openapi::documented(api, &platform.settings.service).map_err(std::io::Error::other)?;
-        let router = router.layer(axum::middleware::from_fn_with_state(
-            platform.metrics.clone(),
-            crate::http_metrics::track,
-        ));
+        let router =
+            router.layer(axum::middleware::from_fn_with_state(platform.metrics.clone(), crate::http_metrics::track));
         // Dedupe records are kept for `inbox_retention`, pruned about ten times per period.
         let (pool, retention) = (platform.db.clone(), platform.settings.inbox_retention);
         let every = (retention / 10).min(std::time::Duration::from_secs(3600));
