@@ -70,6 +70,17 @@ pub async fn build(settings: OrchestratorSettings) -> Result<Application, Startu
         topology: platform.topology.clone(),
         operators: Arc::new(engine.settings.admin_operators.clone()),
         engine: engine.clone(),
+        auditor: auditor::Auditor {
+            pool: platform.db.clone(),
+            sources: auditor::Sources {
+                http: reqwest::Client::builder()
+                    .timeout(std::time::Duration::from_secs(30))
+                    .build()
+                    .map_err(|e| StartupError::Invalid(format!("audit HTTP client: {e}")))?,
+                urls: engine.settings.audit.clone(),
+            },
+            metrics: engine.metrics.clone(),
+        },
     };
     // Every queue of the platform, not only those this process declares: the depth of each
     // participant's `.retry` queue is read too (a passive declare needs no permission).

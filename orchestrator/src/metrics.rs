@@ -8,7 +8,9 @@ use contracts::topology::Topology;
 use infra::amqp::Broker;
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
-use prometheus::{Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 use sqlx::PgPool;
 
 use crate::kernel::{Ignored, SagaDefinition, Verb};
@@ -47,6 +49,9 @@ pub struct SagaMetrics {
     pub scanner_lag_seconds: Gauge,
     /// Messages ready in each queue of the topology. Labels: queue.
     pub queue_messages: IntGaugeVec,
+    /// Violations the last consistency audit found. Labels: kind.
+    pub audit_violations: IntGaugeVec,
+    pub audit_runs: IntCounter,
 }
 
 impl SagaMetrics {
@@ -133,6 +138,19 @@ impl SagaMetrics {
                 )?;
                 registry.register(Box::new(g.clone()))?;
                 g
+            },
+            audit_violations: {
+                let g = IntGaugeVec::new(
+                    Opts::new("saga_audit_violations", "Violations the last consistency audit found, by kind."),
+                    &["kind"],
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+            audit_runs: {
+                let c = IntCounter::new("saga_audit_runs_total", "Consistency audits run.")?;
+                registry.register(Box::new(c.clone()))?;
+                c
             },
         })
     }

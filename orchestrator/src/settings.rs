@@ -32,6 +32,8 @@ pub struct OrchestratorSettings {
     /// Who may use the operator API (`ORCHESTRATOR_ADMIN_TOKENS=alice=<token>,bob=<token>`); none:
     /// the operator API refuses every call.
     pub admin_operators: Vec<crate::admin::Operator>,
+    /// Where the consistency auditor reads each participant's API and the outside systems'.
+    pub audit: crate::auditor::AuditUrls,
 }
 
 impl OrchestratorSettings {
@@ -52,7 +54,22 @@ impl OrchestratorSettings {
             max_items: env.at_least("MAX_ITEMS", 100, 1)?,
             admin_operators: crate::admin::parse_operators(&env.string("ADMIN_TOKENS", ""))
                 .map_err(|m| env.invalid("ADMIN_TOKENS", &m))?,
+            audit: audit_urls(&env),
         };
+        for (key, url) in [
+            ("AUDIT_INVENTORY_URL", Some(&settings.audit.inventory)),
+            ("AUDIT_PAYMENT_URL", Some(&settings.audit.payment)),
+            ("AUDIT_SHIPPING_URL", Some(&settings.audit.shipping)),
+            ("AUDIT_GATEWAY_URL", settings.audit.gateway.as_ref()),
+            ("AUDIT_CARRIER_URL", settings.audit.carrier.as_ref()),
+        ] {
+            if url.is_some_and(|u| !(u.starts_with("http://") || u.starts_with("https://"))) {
+                return Err(env.invalid(
+                    key,
+                    "must be an http:// or https:// URL (empty: not compared, for the outside systems)",
+                ));
+            }
+        }
         if settings.max_step_timeout < settings.step_timeout {
             return Err(env.invalid("MAX_STEP_TIMEOUT_MS", "must not be smaller than ORCHESTRATOR_STEP_TIMEOUT_MS"));
         }
@@ -77,6 +94,13 @@ impl OrchestratorSettings {
             max_body_bytes: 64 * 1024,
             max_items: 100,
             admin_operators: Vec::new(),
+            audit: crate::auditor::AuditUrls {
+                inventory: "http://127.0.0.1:8081".into(),
+                payment: "http://127.0.0.1:8082".into(),
+                shipping: "http://127.0.0.1:8083".into(),
+                gateway: None,
+                carrier: None,
+            },
         }
     }
 
@@ -84,6 +108,19 @@ impl OrchestratorSettings {
     pub fn timeout_for(&self, attempt: u32) -> Duration {
         let factor = 1u32 << attempt.saturating_sub(1).min(16);
         self.step_timeout.saturating_mul(factor).min(self.max_step_timeout)
+    }
+}
+
+/// The auditor's sources: each participant's default address, the simulated outside systems'.
+fn audit_urls(env: &Env) -> crate::auditor::AuditUrls {
+    let trimmed = |key: &str, default: &str| env.string(key, default).trim().trim_end_matches('/').to_owned();
+    let optional = |key: &str, default: &str| Some(trimmed(key, default)).filter(|u| !u.is_empty());
+    crate::auditor::AuditUrls {
+        inventory: trimmed("AUDIT_INVENTORY_URL", "http://127.0.0.1:8081"),
+        payment: trimmed("AUDIT_PAYMENT_URL", "http://127.0.0.1:8082"),
+        shipping: trimmed("AUDIT_SHIPPING_URL", "http://127.0.0.1:8083"),
+        gateway: optional("AUDIT_GATEWAY_URL", "http://127.0.0.1:8091"),
+        carrier: optional("AUDIT_CARRIER_URL", "http://127.0.0.1:8092"),
     }
 }
 

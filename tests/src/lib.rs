@@ -205,13 +205,28 @@ impl TestPlatform {
         p
     }
 
-    /// Start `instances` of every process (the orchestrator first, so it is consuming replies
-    /// before anyone sends one).
+    /// Start `instances` of every process: the participants first (nothing flows before an
+    /// order, and each declares its own queues), then the orchestrators, whose consistency auditor
+    /// then knows where the participants answer.
     pub async fn start_all(&self, instances: usize) {
-        for service in Service::ALL {
+        let participants_first = Service::ALL.iter().skip(1).chain(Service::ALL.iter().take(1));
+        for service in participants_first {
             for _ in 0..instances {
-                self.start(service).await;
+                self.start(*service).await;
             }
+        }
+    }
+
+    /// Where an orchestrator's consistency auditor reads: the participants running now (the
+    /// defaults for those not started yet) and this platform's simulated outside systems.
+    fn audit_urls(&self) -> orchestrator::auditor::AuditUrls {
+        let running = |s: Service, default: &str| self.urls(s).into_iter().next().unwrap_or_else(|| default.to_owned());
+        orchestrator::auditor::AuditUrls {
+            inventory: running(Service::Inventory, "http://127.0.0.1:8081"),
+            payment: running(Service::Payment, "http://127.0.0.1:8082"),
+            shipping: running(Service::Shipping, "http://127.0.0.1:8083"),
+            gateway: Some(self.gateway_url.clone()),
+            carrier: Some(self.carrier_url.clone()),
         }
     }
 
@@ -251,6 +266,7 @@ impl TestPlatform {
                 s.scan_interval = Duration::from_millis(50).min(self.config.step_timeout);
                 s.admin_operators =
                     orchestrator::admin::parse_operators(self.config.admin_tokens).expect("admin tokens");
+                s.audit = self.audit_urls();
                 orchestrator::build(s).await
             }
             Service::Inventory => inventory::build(inventory::InventorySettings::for_tests(common)).await,

@@ -5,7 +5,8 @@
 //!   `POST /admin/dlq/{queue}/discard`;
 //! - saga verbs ([`sagas`]): `POST /admin/sagas/{id}/retry`, `POST /admin/sagas/{id}/compensate`,
 //!   `POST /admin/sagas/{id}/resolve` (`{"note": "..."}`; `409` where the verb makes no sense);
-//! - `GET /admin/audit?limit=&saga_id=`: every operator action, newest first.
+//! - `GET /admin/audit?limit=&saga_id=`: every operator action, newest first;
+//! - `GET /admin/audit/consistency?since=` ([`consistency`]): run the consistency auditor.
 //!
 //! Layout: [`auth`] (operators and the bearer check), [`dlq`] (broker access), [`sagas`] (verbs,
 //! through the engine); the audit trail itself is [`crate::audit`]. Each handler carries its
@@ -13,6 +14,7 @@
 //! the names of the dead-letter queues).
 
 pub mod auth;
+mod consistency;
 mod dlq;
 mod sagas;
 
@@ -52,6 +54,7 @@ pub struct Admin {
     pub topology: Topology,
     pub operators: Arc<Vec<Operator>>,
     pub engine: Arc<Engine>,
+    pub auditor: crate::auditor::Auditor,
 }
 
 pub fn router(admin: Admin) -> OpenApiRouter {
@@ -66,6 +69,7 @@ pub fn router(admin: Admin) -> OpenApiRouter {
         .routes(routes!(sagas::compensate))
         .routes(routes!(sagas::resolve))
         .routes(routes!(audit))
+        .routes(routes!(consistency::consistency))
         .route_layer(middleware::from_fn_with_state(admin.operators.clone(), auth::authorize))
         .with_state(admin);
     operators_only(api.get_openapi_mut(), &queues);

@@ -55,7 +55,7 @@ pub async fn build(settings: InventorySettings) -> Result<Application, StartupEr
 async fn seed(pool: &sqlx::PgPool) -> Result<(), sqlx::Error> {
     let (skus, units): (Vec<String>, Vec<i64>) = domain::demo_catalog().into_iter().unzip();
     let inserted = sqlx::query(
-        "INSERT INTO stock (sku, on_hand) SELECT * FROM UNNEST($1::text[], $2::int8[])
+        "INSERT INTO stock (sku, on_hand, received) SELECT s, u, u FROM UNNEST($1::text[], $2::int8[]) AS n(s, u)
          WHERE NOT EXISTS (SELECT 1 FROM stock) ON CONFLICT (sku) DO NOTHING",
     )
     .bind(&skus)

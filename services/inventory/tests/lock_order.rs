@@ -47,7 +47,7 @@ async fn database() -> (TestDb, PgPool) {
     let db = TestDb::create("invlock").await;
     let pool = infra::db::connect(&db.url, TASKS as u32 + 1).await.expect("connect");
     infra::db::migrate(&pool, &inventory::MIGRATOR).await.expect("migrate");
-    sqlx::query("INSERT INTO stock (sku, on_hand) SELECT sku, $2 FROM UNNEST($1::text[]) AS s(sku)")
+    sqlx::query("INSERT INTO stock (sku, on_hand, received) SELECT sku, $2, $2 FROM UNNEST($1::text[]) AS s(sku)")
         .bind(SKUS.map(String::from).to_vec())
         .bind(ON_HAND)
         .execute(&pool)

@@ -3,11 +3,13 @@
 
 use axum::Json;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use infra::http::Problem;
 use infra::openapi::OpenApiRouter;
+use infra::paging::{Page, PageQuery};
 use serde::Serialize;
 use sqlx::PgPool;
 use utoipa::ToSchema;
@@ -31,7 +33,7 @@ pub struct Shipment {
 }
 
 pub fn router(pool: PgPool) -> OpenApiRouter {
-    OpenApiRouter::new().routes(routes!(one)).with_state(pool)
+    OpenApiRouter::new().routes(routes!(one)).routes(routes!(list)).with_state(pool)
 }
 
 /// The shipment of one order.
@@ -56,6 +58,38 @@ async fn one(State(pool): State<PgPool>, id: Result<Path<Uuid>, PathRejection>) 
     {
         Ok(Some(s)) => Json(s).into_response(),
         Ok(None) => Problem::not_found(format!("no shipment for order {id}")).into_response(),
+        Err(e) => Problem::internal(&e).into_response(),
+    }
+}
+
+/// Every shipment, by order id, a page at a time (for the consistency auditor).
+#[utoipa::path(get, path = "/shipments", tag = "shipments", params(PageQuery),
+    responses(
+        (status = 200, description = "Every shipment, by order id", body = Page<Shipment>),
+        (status = 400, description = "`after` is not a UUID or `limit` is out of range", body = Problem,
+         content_type = "application/problem+json"),
+    ))]
+async fn list(State(pool): State<PgPool>, query: Result<Query<PageQuery>, QueryRejection>) -> Response {
+    let Ok(Query(q)) = query else {
+        return Problem::bad_request("`after` must be a UUID and `limit` a number").into_response();
+    };
+    let limit = match q.limit() {
+        Ok(l) => l,
+        Err(p) => return p.into_response(),
+    };
+    let rows = sqlx::query_as::<_, Shipment>(
+        "SELECT order_id, shipment_id, tracking_number, country, status, reason, created_at, updated_at
+         FROM shipments WHERE $1::uuid IS NULL OR order_id > $1 ORDER BY order_id LIMIT $2",
+    )
+    .bind(q.after)
+    .bind(limit)
+    .fetch_all(&pool)
+    .await;
+    match rows {
+        Ok(items) => {
+            let (last, count) = (items.last().map(|p| p.order_id), items.len());
+            Json(Page::of(items, last, count, limit)).into_response()
+        }
         Err(e) => Problem::internal(&e).into_response(),
     }
 }
