@@ -2,8 +2,9 @@
 //! reachable, plus any extra checks a process adds), `/metrics`, `application/problem+json` errors
 //! (RFC 9457), a JSON extractor whose rejections are problems too, and serving with graceful
 //! shutdown under the [`HttpLimits`] every route of every process has: a body size limit, a
-//! request timeout and a concurrency limit, whose refusals are problems as well. The health routes
-//! carry their OpenAPI description; [`crate::openapi`] assembles a process's document.
+//! request timeout and a concurrency limit, whose refusals are problems as well; and a span per
+//! request ([`crate::telemetry::requests`]). The health routes carry their OpenAPI description;
+//! [`crate::openapi`] assembles a process's document.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,7 +16,7 @@ use axum::body::{Body, BodyDataStream};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::{Next, from_fn_with_state, map_response};
+use axum::middleware::{Next, from_fn, from_fn_with_state, map_response};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use futures_util::StreamExt;
@@ -31,9 +32,11 @@ use tower_http::timeout::TimeoutLayer;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
+use tower_http::trace::TraceLayer;
 
 use crate::amqp::Broker;
 use crate::metrics::Metrics;
+use crate::telemetry::requests;
 
 /// An RFC 9457 problem. Client mistakes are 4xx with a `detail` that says what to fix; a 5xx never
 /// carries internals (they go to the log).
@@ -307,10 +310,12 @@ pub const TIMEOUT_STATUS: StatusCode = StatusCode::SERVICE_UNAVAILABLE;
 /// Whatever body a handler leaves unread is read before the answer goes out, so that a refusal
 /// keeps the connection usable ([`drain_unread_body`]). Refusals made below the handlers come as
 /// bare statuses or plain text; they are turned into problems here, like every other error.
+/// Outside all of it, every request has its span ([`requests`]).
 pub fn limited(router: Router, limits: HttpLimits) -> Router {
     let drain_cap = limits.max_body_bytes.max(DRAIN_MIN_BYTES);
     let routed = router
         .fallback(fallback)
+        .layer(from_fn(requests::route))
         .layer(RequestBodyLimitLayer::new(limits.max_body_bytes))
         .layer(from_fn_with_state(drain_cap, drain_unread_body))
         .layer(GlobalConcurrencyLimitLayer::new(limits.concurrency));
@@ -318,6 +323,13 @@ pub fn limited(router: Router, limits: HttpLimits) -> Router {
         .fallback_service(routed)
         .layer(TimeoutLayer::with_status_code(TIMEOUT_STATUS, limits.request_timeout))
         .layer(map_response(move |response| bare_error_as_problem(response, limits)))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(requests::request_span::<Body>)
+                .on_request(())
+                .on_response(requests::response::<Body>)
+                .on_failure(()),
+        )
 }
 
 /// [`drain_unread_body`] reads and drops at most this much (or the body limit, if larger).

@@ -50,8 +50,9 @@ pub async fn lookup<'e>(db: impl PgExecutor<'e>, key: &str, duplicate: &Meta) ->
     })
 }
 
-/// Record `key` as handled, together with `reply` (also queued in the outbox). Returns `false`
-/// (and writes nothing) if the key was already recorded: the caller must roll back.
+/// Record `key` as handled, together with `reply` (also queued in the outbox, its `send` span
+/// recorded). Returns `false` (and writes nothing) if the key was already recorded: the caller
+/// must roll back.
 pub async fn record(
     conn: &mut PgConnection,
     key: &str,
@@ -103,6 +104,9 @@ pub async fn record(
             .await?
         }
     };
+    if let Some(r) = reply.filter(|_| recorded > 0) {
+        crate::telemetry::sent(r);
+    }
     Ok(recorded > 0)
 }
 

@@ -3,7 +3,8 @@
 //!
 //! Layout:
 //! - [`config`]: typed settings from environment variables, validated once at start.
-//! - [`telemetry`]: tracing setup; [`metrics`]: the Prometheus registry and shared metric families.
+//! - [`telemetry`]: log lines (text or JSON) and, with an OTLP endpoint, trace export: one trace per
+//!   saga across processes; [`metrics`]: the Prometheus registry and shared metric families.
 //! - [`amqp`]: the RabbitMQ transport: connection pool, topology declaration, confirmed publisher,
 //!   consumer loop that turns a handler's [`amqp::Outcome`] into ack / delayed retry / dead letter.
 //! - [`db`]: PostgreSQL pool and migrations; [`outbox`]: transactional outbox and its relay;

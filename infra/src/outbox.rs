@@ -28,7 +28,8 @@ use crate::metrics::Metrics;
 /// The `LISTEN`/`NOTIFY` channel the relays wait on.
 pub const CHANNEL: &str = "outbox";
 
-/// Queue `messages` in the outbox inside the caller's transaction (one statement, one round trip).
+/// Queue `messages` in the outbox inside the caller's transaction (one statement, one round trip),
+/// and record each one's `send` span ([`crate::telemetry::sent`]).
 pub async fn enqueue(conn: &mut PgConnection, messages: &[Outgoing]) -> Result<(), sqlx::Error> {
     if messages.is_empty() {
         return Ok(());
@@ -65,6 +66,9 @@ pub async fn enqueue(conn: &mut PgConnection, messages: &[Outgoing]) -> Result<(
     .bind(c.body)
     .execute(conn)
     .await?;
+    for m in messages {
+        crate::telemetry::sent(m);
+    }
     Ok(())
 }
 

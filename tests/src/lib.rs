@@ -5,7 +5,9 @@
 //! any number of instances of each process are started from the same `build` functions the
 //! binaries use, each on port 0, and stopped (gracefully, through their shutdown token) on demand.
 //! Everything is removed when the platform is dropped. The scenarios live in `tests/tests/`, the
-//! load generator in `tests/benches/`.
+//! load generator in `tests/benches/`; [`otlp`] is a trace receiver for the tests of tracing.
+
+pub mod otlp;
 
 use std::net::SocketAddr;
 use std::sync::Mutex;
@@ -163,7 +165,9 @@ pub struct TestPlatform {
 impl TestPlatform {
     /// A fresh vhost and databases; no process yet.
     pub async fn new(config: TestConfig) -> TestPlatform {
-        infra::telemetry::init();
+        // Every platform of a test binary shares one subscriber, kept (and never flushed) for good.
+        static TELEMETRY: std::sync::OnceLock<Option<infra::telemetry::Telemetry>> = std::sync::OnceLock::new();
+        TELEMETRY.get_or_init(|| infra::telemetry::init("e2e").ok());
         let (vhost, o, i, p, s, n) = tokio::join!(
             TestVhost::create("e2e"),
             TestDb::create("orch"),

@@ -5,18 +5,28 @@
 //! shipping in the middle of the work, every saga ends, nothing stays held at the gateway, nothing
 //! is captured or booked twice, and what the outside systems hold matches the sagas.
 //!
+//! With `LOG_FORMAT=json` and `OTEL_EXPORTER_OTLP_ENDPOINT` pointing at an in-test receiver, every
+//! line a binary writes is one JSON object (message lines carry the message's four fields), and an
+//! order is one trace across the five processes: the request that started it at the root, each
+//! message's handling under the send span of the process that sent it, flushed at SIGTERM. No log
+//! file holds an ANSI escape.
+//!
 //! The other end-to-end tests start the same `build` functions in-process (faster, and they can
 //! stop and start single services); this one proves the `main.rs` wiring, the environment
-//! configuration and the signal handling that only a real process has.
+//! configuration and the signal handling that only a real process has (and a process of its own
+//! per service, which one global tracing subscriber per process needs).
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use e2e::otlp::{OtlpReceiver, ReceivedSpan};
 use e2e::{Service, TestConfig, TestPlatform, order};
 use infra::testing::eventually;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use serde_json::Value;
+use uuid::Uuid;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -170,8 +180,9 @@ impl Cluster {
     }
 
     /// SIGTERM every process (participants first, then the orchestrator, then the simulators):
-    /// each stops its intake, drains, and exits 0.
-    async fn stop(mut self) {
+    /// each stops its intake, drains, and exits 0. Returns what each wrote, by name.
+    async fn stop(mut self) -> Vec<(&'static str, String)> {
+        let mut logs = Vec::new();
         for proc in self.procs.iter_mut().rev() {
             let pid = proc.child.id().to_string();
             let sent = Command::new("kill").args(["-TERM", &pid]).status().expect("run kill");
@@ -180,8 +191,10 @@ impl Cluster {
             let log = std::fs::read_to_string(&proc.log).unwrap_or_default();
             assert!(status.success(), "{} exited with {status} after SIGTERM:\n{log}", proc.name);
             assert!(!log.contains("panicked"), "{}:\n{log}", proc.name);
+            logs.push((proc.name, log));
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+        logs
     }
 }
 
@@ -199,8 +212,123 @@ async fn the_binaries_run_a_saga_and_stop_cleanly_on_sigterm() {
     })
     .await;
     assert_eq!(saga["steps"].as_array().expect("steps").len(), 5);
-    cluster.stop().await;
+    for (name, log) in cluster.stop().await {
+        assert!(!log.contains('\u{1b}'), "{name} wrote ANSI escapes to a file that is not a terminal:\n{log}");
+    }
     p.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_order_is_one_trace_across_the_binaries_and_every_log_line_is_json() {
+    let p = TestPlatform::new(TestConfig::default()).await;
+    let otlp = OtlpReceiver::start().await;
+    let traced = [
+        env("LOG_FORMAT", "json"),
+        env("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.endpoint()),
+        // No batch leaves on the processor's timer: what arrives was flushed at SIGTERM.
+        env("OTEL_BSP_SCHEDULE_DELAY", "3600000"),
+    ];
+    let cluster = Cluster::start(&p, &traced).await;
+    let orchestrator = cluster.urls[0].clone();
+    let notification = cluster.urls[Cluster::index(Service::Notification)].clone();
+    let r = p.submit_to(&orchestrator, &order("SKU-0003", 1, 250, "DE"), None).await;
+    assert_eq!(r.status().as_u16(), 202);
+    let id =
+        r.json::<Value>().await.expect("json")["saga_id"].as_str().expect("saga_id").parse::<Uuid>().expect("a UUID");
+    let saga = eventually("saga completes across the processes", WAIT, || async {
+        let s = p.get_json(&format!("{orchestrator}/sagas/{id}")).await;
+        (s["status"] == "COMPLETED").then_some(s)
+    })
+    .await;
+    eventually("the customer is notified", WAIT, || async {
+        let n = p.get_json(&format!("{notification}/notifications?order_id={id}")).await;
+        (!n.as_array()?.is_empty()).then_some(())
+    })
+    .await;
+    assert!(otlp.trace(id).is_empty(), "spans left before shutdown despite OTEL_BSP_SCHEDULE_DELAY");
+    let logs = cluster.stop().await;
+    assert_one_trace(&otlp.trace(id), &saga);
+    assert_json_lines(&logs, id);
+    p.shutdown().await;
+}
+
+/// The spans of one saga form one tree: the `POST /orders` request at its root, every command and
+/// event the orchestrator sent a `send` span with the message's span id, handled under it by the
+/// process it was meant for, and every reply's handling under its participant's `send` span.
+fn assert_one_trace(trace: &[ReceivedSpan], saga: &Value) {
+    let shown = trace
+        .iter()
+        .map(|s| format!("{:>12} {:<28} {:016x} <- {:?}", s.service, s.name, s.span_id, s.parent_span_id))
+        .collect::<Vec<_>>()
+        .join("\n");
+    for service in Service::ALL {
+        assert!(trace.iter().any(|s| s.service == service.name()), "no span of {}:\n{shown}", service.name());
+    }
+    let roots: Vec<&ReceivedSpan> = trace.iter().filter(|s| s.parent_span_id.is_none()).collect();
+    assert_eq!(roots.len(), 1, "one root:\n{shown}");
+    assert_eq!((roots[0].service.as_str(), roots[0].name.as_str()), ("orchestrator", "POST /orders"), "{shown}");
+    assert_eq!(roots[0].kind, SpanKind::Server);
+    let by_id: std::collections::HashMap<u64, &ReceivedSpan> = trace.iter().map(|s| (s.span_id, s)).collect();
+    for span in trace {
+        let parent = span.parent_span_id.map(|id| by_id.get(&id));
+        assert!(!matches!(parent, Some(None)), "the parent of {} is not in the trace:\n{shown}", span.name);
+    }
+    let sent = saga["timeline"]
+        .as_array()
+        .expect("timeline")
+        .iter()
+        .flat_map(|e| e["sent"].as_array().cloned().unwrap_or_default());
+    for message in sent {
+        let (id, kind) = (message["message_id"].as_str().expect("id"), message["type"].as_str().expect("type"));
+        let span_id = Uuid::parse_str(id).expect("a UUID").as_u128() as u64;
+        let send = by_id.get(&span_id).unwrap_or_else(|| panic!("no send span of {kind} {id}:\n{shown}"));
+        assert_eq!(
+            (send.service.as_str(), send.name.clone(), send.kind),
+            ("orchestrator", format!("send {kind}"), SpanKind::Producer)
+        );
+        let handler =
+            if kind.starts_with("order.") { "notification" } else { kind.split('.').next().unwrap_or_default() };
+        let handled = trace.iter().any(|s| {
+            s.parent_span_id == Some(span_id)
+                && s.service == handler
+                && s.kind == SpanKind::Consumer
+                && s.name == format!("process {kind}")
+        });
+        assert!(handled, "{handler} handled {kind} under its send span:\n{shown}");
+    }
+    for reply in trace.iter().filter(|s| s.service == "orchestrator" && s.kind == SpanKind::Consumer) {
+        let send = reply.parent_span_id.and_then(|id| by_id.get(&id)).expect("a parent");
+        assert_ne!(send.service, "orchestrator", "{shown}");
+        assert_eq!((send.kind, send.name.replacen("send", "process", 1)), (SpanKind::Producer, reply.name.clone()));
+        assert_eq!(
+            reply.attributes.get("saga_id").map(String::as_str),
+            Some(saga["saga_id"].as_str().unwrap_or_default())
+        );
+    }
+}
+
+/// Every line of every platform process is one JSON object; those written while handling a
+/// message carry its queue, id, type and saga; each process wrote some about this saga.
+fn assert_json_lines(logs: &[(&'static str, String)], saga: Uuid) {
+    for (name, log) in logs {
+        assert!(!log.contains('\u{1b}'), "{name} wrote ANSI escapes to a file that is not a terminal:\n{log}");
+        if *name == "outside" {
+            continue;
+        }
+        let mut about_saga = 0;
+        for line in log.lines().filter(|l| !l.trim().is_empty()) {
+            let value: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{name}: not JSON ({e}): {line}"));
+            assert!(value.is_object(), "{name}: not one object: {line}");
+            let span = &value["span"];
+            if span["name"] == "message" {
+                for field in ["queue", "message_id", "message_type", "saga_id"] {
+                    assert!(span[field].as_str().is_some_and(|v| !v.is_empty()), "{name}: no {field}: {line}");
+                }
+                about_saga += usize::from(span["saga_id"] == saga.to_string());
+            }
+        }
+        assert!(about_saga > 0, "{name} wrote no line about the saga's messages:\n{log}");
+    }
 }
 
 /// The order for the `i`th saga of the crash test: most complete; every eighth (from 3) goes

@@ -22,6 +22,7 @@ use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, B
 use lapin::types::FieldTable;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::field::Empty;
 use tracing::{Instrument, info_span};
 
 use super::codec::{HeaderValue, Incoming, Outgoing, rfc3339, with_headers};
@@ -177,18 +178,21 @@ async fn handle_one<H: DeliveryHandler>(
         message_id = p.message_id().as_ref().map(|s| s.as_str()).unwrap_or(""),
         message_type = p.kind().as_ref().map(|s| s.as_str()).unwrap_or(""),
         saga_id = p.correlation_id().as_ref().map(|s| s.as_str()).unwrap_or(""),
+        otel.name = Empty,
+        otel.kind = Empty,
     );
+    let incoming = Incoming {
+        exchange: delivery.exchange.to_string(),
+        routing_key: delivery.routing_key.to_string(),
+        redelivered: delivery.redelivered,
+        properties: delivery.properties.clone(),
+        body: delivery.data.clone(),
+    };
+    crate::telemetry::consumed(&span, &incoming);
     async {
         metrics.consumed.with_label_values(&[queue]).inc();
         let in_flight = metrics.consumer_in_flight.with_label_values(&[queue]);
         in_flight.inc();
-        let incoming = Incoming {
-            exchange: delivery.exchange.to_string(),
-            routing_key: delivery.routing_key.to_string(),
-            redelivered: delivery.redelivered,
-            properties: delivery.properties.clone(),
-            body: delivery.data.clone(),
-        };
         // A handler that panics must not leave its delivery unsettled (holding a prefetch slot):
         // the message takes a delayed retry round like any transient failure.
         let outcome = match AssertUnwindSafe(handler.handle(&incoming)).catch_unwind().await {
@@ -372,8 +376,11 @@ async fn send_notice(incoming: &Incoming, publisher: &Publisher, build: impl FnO
         Meta::new(meta.saga_id, notice.message_type()).caused_by(meta.message_id),
         &notice,
     );
-    if let Err(error) = publisher.publish(&out).await {
-        tracing::warn!(%error, notice = notice.message_type(), "could not send notice to the orchestrator");
+    match publisher.publish(&out).await {
+        Ok(()) => crate::telemetry::sent(&out),
+        Err(error) => {
+            tracing::warn!(%error, notice = notice.message_type(), "could not send notice to the orchestrator")
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use anyhow::Context;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    infra::telemetry::init();
+    let telemetry = infra::telemetry::init("outside").context("telemetry could not start")?;
     let env = infra::config::Env::new("outside");
     let gateway_addr: SocketAddr =
         env.parse("GATEWAY_ADDR", SocketAddr::from(([127, 0, 0, 1], outside::DEFAULT_GATEWAY_PORT)))?;
@@ -20,5 +20,6 @@ async fn main() -> anyhow::Result<()> {
     let (a, b) = tokio::join!(gateway.run(token.clone()), carrier.run(token));
     a.context("gateway")?;
     b.context("carrier")?;
+    telemetry.shutdown();
     Ok(())
 }
