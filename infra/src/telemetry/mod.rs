@@ -18,6 +18,7 @@ pub mod requests;
 pub mod saga_trace;
 
 use std::io::IsTerminal;
+use std::time::Duration;
 
 use opentelemetry::KeyValue;
 use opentelemetry::trace::TracerProvider as _;
@@ -33,6 +34,9 @@ pub use saga_trace::{consumed, exporting, sent};
 /// turning logs down does not thin out traces). `opentelemetry=warn`: the SDK's own notes (an
 /// export that failed) but not its chatter.
 pub const DEFAULT_FILTER: &str = "info,sqlx=warn,lapin=warn,amq_protocol=warn,opentelemetry=warn";
+
+/// How long a stopping process waits for its last spans to be exported.
+pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,14 +83,14 @@ impl Telemetry {
         self.provider.is_some()
     }
 
-    /// Export what is queued (bounded by `OTEL_BSP_EXPORT_TIMEOUT`) and stop exporting.
+    /// Export what is queued (waiting at most [`FLUSH_TIMEOUT`]) and stop exporting.
     pub fn shutdown(mut self) {
         self.flush();
     }
 
     fn flush(&mut self) {
         if let Some(provider) = self.provider.take()
-            && let Err(error) = provider.shutdown()
+            && let Err(error) = provider.shutdown_with_timeout(FLUSH_TIMEOUT)
         {
             tracing::warn!(%error, "could not flush the last spans");
         }
