@@ -227,6 +227,8 @@ async fn an_order_is_one_trace_across_the_binaries_and_every_log_line_is_json() 
         env("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.endpoint()),
         // No batch leaves on the processor's timer: what arrives was flushed at SIGTERM.
         env("OTEL_BSP_SCHEDULE_DELAY", "3600000"),
+        // No re-send by the timeout scanner on a slow machine: one send per command.
+        env("ORCHESTRATOR_STEP_TIMEOUT_MS", "60000"),
     ];
     let cluster = Cluster::start(&p, &traced).await;
     let orchestrator = cluster.urls[0].clone();
