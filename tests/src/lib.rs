@@ -101,7 +101,7 @@ impl Default for TestConfig {
             max_step_timeout: Duration::from_secs(30),
             max_attempts: 3,
             max_compensation_attempts: 10,
-            prefetch: 32,
+            prefetch: 4,
             dependency_policy: infra::resilience::Policy {
                 breaker_open_min: Duration::from_millis(300),
                 breaker_open_max: Duration::from_millis(600),
@@ -248,6 +248,11 @@ impl TestPlatform {
         s.max_retry_rounds = self.config.max_retry_rounds;
         s.queue_type = self.config.queue_type;
         s
+    }
+
+    /// Base URL of the simulated payment gateway.
+    pub fn gateway_url(&self) -> &str {
+        &self.gateway_url
     }
 
     /// URL of a service's database (tests inspect participant tables directly).

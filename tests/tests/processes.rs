@@ -133,6 +133,9 @@ impl Cluster {
                 env("PAYMENT_GATEWAY_URL", format!("http://127.0.0.1:{gateway}")),
                 env("SHIPPING_CARRIER_URL", format!("http://127.0.0.1:{carrier}")),
                 env("ORCHESTRATOR_ADMIN_TOKENS", "ops=a-long-enough-operator-token"),
+                // Small pools: PostgreSQL's 100 connections are shared with the rest of the suite.
+                env("DB_POOL_SIZE", "4"),
+                env("PREFETCH", "4"),
             ];
             e.extend_from_slice(extra);
             envs.push(e);

@@ -181,6 +181,7 @@ async fn the_openapi_document_is_the_router_and_schemathesis_passes() {
     let routes = [
         ("GET", "/stock"),
         ("GET", "/stock/{sku}"),
+        ("GET", "/reservations"),
         ("GET", "/health/live"),
         ("GET", "/health/ready"),
         ("GET", "/metrics"),

@@ -328,6 +328,7 @@ async fn the_openapi_document_is_the_router_and_schemathesis_passes() {
     let (e, token, _handle) = env().await;
     let routes = [
         ("GET", "/payments/{order_id}"),
+        ("GET", "/payments"),
         ("GET", "/health/live"),
         ("GET", "/health/ready"),
         ("GET", "/metrics"),

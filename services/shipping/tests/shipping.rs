@@ -178,6 +178,7 @@ async fn the_openapi_document_is_the_router_and_schemathesis_passes() {
     let (token, _handle) = spawn_app(app);
     let routes = [
         ("GET", "/shipments/{order_id}"),
+        ("GET", "/shipments"),
         ("GET", "/health/live"),
         ("GET", "/health/ready"),
         ("GET", "/metrics"),
