@@ -4,8 +4,9 @@
 //! process (the generated `users.json`, see [`TestUsers`]) and one fresh database per service; then
 //! any number of instances of each process are started from the same `build` functions the
 //! binaries use, each on port 0, and stopped (gracefully, through their shutdown token) on demand.
-//! Everything is removed when the platform is dropped. The scenarios live in `tests/tests/`, the
-//! load generator in `tests/benches/`; [`otlp`] is a trace receiver for the tests of tracing.
+//! Everything is removed when the platform is dropped. The scenarios live in `tests/tests/`; the
+//! load generator, `saga-bench`, in `tests/bench/` (its own test runs it against this harness);
+//! [`otlp`] is a trace receiver for the tests of tracing.
 
 pub mod otlp;
 
@@ -250,7 +251,7 @@ impl TestPlatform {
         s
     }
 
-    /// Base URL of the simulated payment gateway.
+    /// Base URL of the simulated payment gateway (its `/admin/stats`, `/authorizations`).
     pub fn gateway_url(&self) -> &str {
         &self.gateway_url
     }
