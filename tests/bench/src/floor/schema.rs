@@ -27,7 +27,7 @@ pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 63
         && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-        && !name.as_bytes()[0].is_ascii_digit()
+        && !name.starts_with(|c: char| c.is_ascii_digit())
 }
 
 /// Create `name` unless it exists.
