@@ -5,7 +5,7 @@
 //! read is a `503`. The `saga-audit` binary says the same with its exit status, and Schemathesis
 //! checks the endpoint against its OpenAPI description.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -40,12 +40,12 @@ fn saga_audit() -> PathBuf {
 
 /// Run `saga-audit` against `url` (on a blocking thread: the platform it asks runs in this test's
 /// runtime).
-async fn run_saga_audit(bin: &PathBuf, url: &str) -> (Option<i32>, String) {
-    let (bin, url) = (bin.clone(), url.to_owned());
+async fn run_saga_audit(bin: &Path, url: &str) -> (Option<i32>, String) {
+    let (bin, url) = (bin.to_path_buf(), url.to_owned());
     tokio::task::spawn_blocking(move || saga_audit_blocking(&bin, &url)).await.expect("saga-audit thread")
 }
 
-fn saga_audit_blocking(bin: &PathBuf, url: &str) -> (Option<i32>, String) {
+fn saga_audit_blocking(bin: &Path, url: &str) -> (Option<i32>, String) {
     let out = Command::new(bin)
         .args(["--url", url])
         .env("SAGA_AUDIT_TOKEN", OPERATOR_TOKEN.trim_start_matches("Bearer "))
