@@ -10,6 +10,7 @@ use crate::http::Problem;
 
 /// Which page: the items after an id.
 #[derive(Debug, Clone, Copy, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// Items after this id (the previous page's `next`).
     pub after: Option<Uuid>,
