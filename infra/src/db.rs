@@ -8,6 +8,11 @@ use sqlx::PgPool;
 use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::postgres::PgPoolOptions;
 
+/// How long a caller waits for a pooled connection (or for a new one to the database) before the
+/// error: an HTTP request then answers `503` with `Retry-After`, a message takes a delayed retry
+/// round.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Connect a pool of at most `size` connections (the outbox relay's listener holds one of them).
 /// One connection is made directly first, so a refusal (`sorry, too many clients already`, a bad
 /// password, a missing database) is reported in the database's own words instead of as a pool
@@ -22,7 +27,7 @@ pub async fn connect(url: &str, size: u32) -> Result<PgPool, sqlx::Error> {
         // already treats a database error as transient (retried), so the ping is a wasted
         // round trip on every transaction.
         .test_before_acquire(false)
-        .acquire_timeout(Duration::from_secs(10))
+        .acquire_timeout(ACQUIRE_TIMEOUT)
         .connect(url)
         .await
 }
@@ -42,4 +47,23 @@ pub async fn migrate(pool: &PgPool, service: &Migrator) -> Result<(), MigrateErr
 pub async fn lock_entity(conn: &mut sqlx::PgConnection, id: uuid::Uuid) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1::text, 0))").bind(id).execute(conn).await?;
     Ok(())
+}
+
+/// Whether `e` says the database cannot be reached now (down, restarting, refusing connections,
+/// the network or the pool gave up) rather than that a statement failed: the caller should answer
+/// "try again shortly" (`503` with `Retry-After`), not report a bug.
+pub fn is_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        // 08: connection exception; 57P01-03: the server is shutting down or starting;
+        // 53300: too many connections.
+        sqlx::Error::Database(d) => {
+            d.code().is_some_and(|c| c.starts_with("08") || matches!(c.as_ref(), "57P01" | "57P02" | "57P03" | "53300"))
+        }
+        _ => false,
+    }
 }

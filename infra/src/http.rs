@@ -62,6 +62,9 @@ pub struct Problem {
     /// Field-level errors for validation problems: `[{"field": "items[0].quantity", "message": "..."}]`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
+    /// Seconds after which the client may try again (a `Retry-After` header, not in the body).
+    #[serde(skip)]
+    pub retry_after: Option<u32>,
 }
 
 /// One invalid field of a request.
@@ -82,6 +85,7 @@ impl Problem {
             status_code: status.as_u16(),
             detail: None,
             errors: Vec::new(),
+            retry_after: None,
         }
     }
 
@@ -115,13 +119,23 @@ impl Problem {
     pub fn unavailable(detail: impl Into<String>) -> Self {
         Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable").detail(detail)
     }
+
+    /// Ask the client to try again after `secs` seconds (`Retry-After`).
+    pub fn retry_after(mut self, secs: u32) -> Self {
+        self.retry_after = Some(secs);
+        self
+    }
 }
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         // Serializing strings and numbers cannot fail.
         let body = serde_json::to_string(&self).unwrap_or_default();
-        (self.status, [(header::CONTENT_TYPE, PROBLEM_JSON)], body).into_response()
+        let mut response = (self.status, [(header::CONTENT_TYPE, PROBLEM_JSON)], body).into_response();
+        if let Some(secs) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+        }
+        response
     }
 }
 
@@ -129,10 +143,20 @@ impl IntoResponse for Problem {
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
 impl From<sqlx::Error> for Problem {
+    /// A database that cannot be reached is `503` with `Retry-After`; any other database error
+    /// is a `500` (logged).
     fn from(e: sqlx::Error) -> Self {
+        if crate::db::is_unavailable(&e) {
+            tracing::warn!(error = %e, "the database is unreachable; answering 503");
+            return Problem::unavailable("the database cannot be reached; try again shortly")
+                .retry_after(DB_RETRY_AFTER);
+        }
         Problem::internal(&e)
     }
 }
+
+/// Seconds a client is asked to wait when the database cannot be reached.
+pub const DB_RETRY_AFTER: u32 = 5;
 
 /// `Json<T>` whose rejections (wrong content type, syntax error, missing field, body too large)
 /// are `problem+json` with a detail that names the mistake.

@@ -85,7 +85,7 @@ impl Platform {
                 prefetch = settings.prefetch,
                 db_pool_size = settings.db_pool_size,
                 "PREFETCH is larger than DB_POOL_SIZE: deliveries beyond the pool wait for a connection \
-                 (and take a delayed retry round after the pool's 10 s timeout); keep PREFETCH at or below \
+                 (and take a delayed retry round after the pool's 5 s timeout); keep PREFETCH at or below \
                  DB_POOL_SIZE unless most of a handler's time is spent in outside calls"
             );
         }

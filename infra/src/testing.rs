@@ -361,3 +361,64 @@ pub fn assert_bad_settings_refused(path: &str, cases: &[(&str, &str)]) {
         assert!(!text.contains("hunter2"), "secrets are never printed: {text}");
     }
 }
+
+/// A TCP proxy in front of a real server (PostgreSQL, RabbitMQ) that a test can cut and restore:
+/// a network partition between a process and its dependency, without touching the shared server.
+/// While cut, nothing listens on its address (connections are refused) and the connections it
+/// carried are closed.
+#[derive(Debug)]
+pub struct TcpProxy {
+    pub addr: std::net::SocketAddr,
+    target: std::net::SocketAddr,
+    current: std::sync::Mutex<Option<CancellationToken>>,
+}
+
+impl TcpProxy {
+    /// Listen on a free loopback port and forward every connection to `target`.
+    pub async fn start(target: std::net::SocketAddr) -> TcpProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
+        let addr = listener.local_addr().expect("proxy address");
+        let proxy = TcpProxy { addr, target, current: std::sync::Mutex::new(None) };
+        proxy.serve(listener);
+        proxy
+    }
+
+    fn serve(&self, listener: tokio::net::TcpListener) {
+        let token = CancellationToken::new();
+        *self.current.lock().expect("proxy state") = Some(token.clone());
+        let target = self.target;
+        tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    _ = token.cancelled() => return,
+                    a = listener.accept() => a,
+                };
+                let Ok((mut client, _)) = accepted else { continue };
+                let token = token.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(target).await else { return };
+                    tokio::select! {
+                        _ = token.cancelled() => {}
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                    }
+                });
+            }
+        });
+    }
+
+    /// Cut: stop listening and close every connection.
+    pub fn cut(&self) {
+        if let Some(token) = self.current.lock().expect("proxy state").take() {
+            token.cancel();
+        }
+    }
+
+    /// Listen again on the same address.
+    pub async fn restore(&self) {
+        let listener = eventually("the proxy's port is free again", Duration::from_secs(10), || async {
+            tokio::net::TcpListener::bind(self.addr).await.ok()
+        })
+        .await;
+        self.serve(listener);
+    }
+}

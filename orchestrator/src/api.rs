@@ -24,7 +24,7 @@ use crate::engine::{Engine, EngineError};
 use crate::kernel::{Incident, SagaDefinition, SagaState, SagaStatus, StepStatus};
 use crate::openapi::{SagaStatusName, StepKindName, StepStatusName};
 use crate::sagas::order::OrderSaga;
-use crate::store::{self, EventView, ListFilter, SagaView};
+use crate::store::{self, EventView, ListFilter, SagaView, StoreError};
 use crate::validate::{self, Limits};
 
 const TAG_ORDERS: &str = "orders";
@@ -106,7 +106,15 @@ async fn submit_order(State(engine): State<Arc<Engine>>, headers: HeaderMap, bod
                 .detail(format!("this Idempotency-Key was already used for saga {id} with a different order"))
                 .into_response()
         }
-        Err(e) => Problem::internal(&e).into_response(),
+        Err(e) => engine_problem(e).into_response(),
+    }
+}
+
+/// The answer to an engine error: a database that cannot be reached is `503` with `Retry-After`.
+fn engine_problem(e: EngineError) -> Problem {
+    match e {
+        EngineError::Store(StoreError::Db(db)) => Problem::from(db),
+        other => Problem::internal(&other),
     }
 }
 
@@ -125,11 +133,11 @@ async fn get_saga(State(engine): State<Arc<Engine>>, id: Result<Path<Uuid>, Path
     let saga = match store::get(&engine.pool, id).await {
         Ok(Some(s)) => s,
         Ok(None) => return Problem::not_found(format!("no saga {id}")).into_response(),
-        Err(e) => return Problem::internal(&e).into_response(),
+        Err(e) => return Problem::from(e).into_response(),
     };
     let timeline = match store::timeline(&engine.pool, id).await {
         Ok(t) => t,
-        Err(e) => return Problem::internal(&e).into_response(),
+        Err(e) => return Problem::from(e).into_response(),
     };
     let detail = SagaDetail {
         summary: summary(&saga),
@@ -208,7 +216,7 @@ async fn list_sagas(State(engine): State<Arc<Engine>>, query: Result<Query<ListQ
             };
             Json(SagaPage { items: rows.iter().map(summary).collect(), next }).into_response()
         }
-        Err(e) => Problem::internal(&e).into_response(),
+        Err(e) => Problem::from(e).into_response(),
     }
 }
 
