@@ -83,7 +83,7 @@ pub async fn record(
                     SELECT $5, $4, $8, $9, $10, $6, $11, NULL, $12, $13, $14, $15, $7 FROM i
                     RETURNING 1
                  )
-                 SELECT count(*) FROM i CROSS JOIN (SELECT pg_notify('outbox', '')) n",
+                 SELECT count(*) FROM i CROSS JOIN (SELECT pg_notify('outbox', $16)) n",
             )
             .bind(key)
             .bind(handled.message_id)
@@ -100,6 +100,7 @@ pub async fn record(
             .bind(&r.meta.traceparent)
             .bind(i32::try_from(SCHEMA_VERSION).unwrap_or(1))
             .bind(r.meta.timestamp)
+            .bind(crate::outbox::INSTANCE.as_str())
             .fetch_one(conn)
             .await?
         }

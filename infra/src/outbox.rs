@@ -28,6 +28,12 @@ use crate::metrics::Metrics;
 /// The `LISTEN`/`NOTIFY` channel the relays wait on.
 pub const CHANNEL: &str = "outbox";
 
+/// This process's id in the `NOTIFY` payload. A relay ignores the notifications of its own
+/// process: the [`OutboxWaker`] woke it already, right after the commit, so without this every
+/// commit would cost a second, empty drain. (Instances that share one test process share the id;
+/// each still wakes its own relay.)
+pub static INSTANCE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| Uuid::new_v4().simple().to_string());
+
 /// Queue `messages` in the outbox inside the caller's transaction (one statement, one round trip),
 /// and record each one's `send` span ([`crate::telemetry::sent`]).
 pub async fn enqueue(conn: &mut PgConnection, messages: &[Outgoing]) -> Result<(), sqlx::Error> {
@@ -49,7 +55,7 @@ pub async fn enqueue(conn: &mut PgConnection, messages: &[Outgoing]) -> Result<(
             ORDER BY n
             RETURNING 1
          )
-         SELECT pg_notify('outbox', '') FROM (SELECT count(*) FROM ins) AS done",
+         SELECT pg_notify('outbox', $14) FROM (SELECT count(*) FROM ins) AS done",
     )
     .bind(c.message_id)
     .bind(c.saga_id)
@@ -64,6 +70,7 @@ pub async fn enqueue(conn: &mut PgConnection, messages: &[Outgoing]) -> Result<(
     .bind(c.schema_version)
     .bind(c.created_at)
     .bind(c.body)
+    .bind(INSTANCE.as_str())
     .execute(conn)
     .await?;
     for m in messages {
@@ -325,10 +332,13 @@ impl Relay {
     }
 }
 
-/// Wait for a notification; never resolves without a listener (polling then does the work).
+/// Wait for a notification from another process (this process's own commits wake the relay
+/// through its [`OutboxWaker`]); never resolves without a listener (polling then does the work).
 async fn recv(listener: &mut Option<PgListener>) -> Result<(), sqlx::Error> {
-    match listener {
-        Some(l) => l.recv().await.map(|_| ()),
-        None => std::future::pending().await,
+    let Some(l) = listener else { return std::future::pending().await };
+    loop {
+        if l.recv().await?.payload() != INSTANCE.as_str() {
+            return Ok(());
+        }
     }
 }

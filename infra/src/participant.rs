@@ -4,16 +4,17 @@
 //! [`Processor`] is the [`DeliveryHandler`] every participant runs. For each delivery it
 //! 1. decodes metadata and body (a message that cannot be decoded is dead-lettered at once, with
 //!    a reason code);
-//! 2. looks the dedupe key (idempotency key, else message id) up in the inbox: a duplicate
-//!    re-sends the stored reply and changes nothing;
-//! 3. opens a transaction and lets the handler decide ([`CallingHandler::begin`]). Either it
+//! 2. opens a transaction and lets the handler decide ([`CallingHandler::begin`]). Either it
 //!    answers at once (the business change, the inbox row and the reply commit together), or it
 //!    records the *intent* of an outside call (with the key the outside system dedupes on) and the
 //!    transaction commits with no inbox row;
-//! 4. for an intent: calls the outside system with no transaction open
+//! 3. for an intent: calls the outside system with no transaction open
 //!    ([`CallingHandler::call`]), then records the result, the inbox row and the reply in a second
 //!    transaction ([`CallingHandler::finish`]);
-//! 5. wakes the outbox relay and returns [`Outcome::Ack`].
+//! 4. wakes the outbox relay and returns [`Outcome::Ack`].
+//!
+//! The dedupe key (idempotency key, else message id) is checked where the inbox row is written:
+//! if it is there already, the transaction rolls back and the stored reply is re-sent.
 //!
 //! A crash or a failed call between the two transactions leaves the intent committed and the
 //! message unacknowledged (or parked for a retry round): its redelivery finds the intent and makes
@@ -212,10 +213,11 @@ where
                 return Ok(Outcome::DeadLetter { code: e.code(), error: e.to_string() });
             }
         };
+        // No inbox lookup first: the inbox row is written in the same transaction as the answer,
+        // and a duplicate finds its key there, rolls back and re-sends the stored reply. That saves
+        // a round trip on every command at the cost of redoing a duplicate's work (rare), which
+        // rolls back; handlers answer a command already applied without applying it again.
         let key = meta.dedupe_key();
-        if let Some(outcome) = self.duplicate(&key, &meta).await? {
-            return Ok(outcome);
-        }
         let call = match conflicts_retried(|| self.begin(&key, &meta, message.clone())).await? {
             Begun::Done(outcome) => return Ok(outcome),
             Begun::Call(call) => call,

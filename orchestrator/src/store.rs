@@ -70,28 +70,39 @@ impl LockedRow {
 
 /// Record a reply's message id in the inbox and lock its saga, in one round trip. Returns
 /// `(fresh, saga)`: `fresh` is false when the reply was seen before; `saga` is `None` when no
-/// such saga exists.
+/// such saga exists (then `fresh` says nothing: the caller rolls back either way).
 pub async fn dedupe_and_lock(
     conn: &mut PgConnection,
     message_id: Uuid,
     message_type: &str,
     saga_id: Uuid,
 ) -> Result<(bool, Option<Locked>), StoreError> {
-    let fresh: i64 = sqlx::query_scalar(
-        "INSERT INTO inbox (key, message_id, message_type, saga_id) VALUES ($1, $2, $3, $4)
-         ON CONFLICT (key) DO NOTHING RETURNING 1::int8",
-    )
+    #[derive(sqlx::FromRow)]
+    struct Fresh {
+        fresh: i64,
+        #[sqlx(flatten)]
+        saga: LockedRow,
+    }
+    // The inbox insert runs whether or not the saga exists (a data-modifying WITH always runs to
+    // its end); a duplicate locks the row for nothing, and its transaction rolls back at once.
+    let row: Option<Fresh> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "WITH i AS (
+            INSERT INTO inbox (key, message_id, message_type, saga_id) VALUES ($1, $2, $3, $4)
+            ON CONFLICT (key) DO NOTHING RETURNING 1
+         )
+         SELECT (SELECT count(*) FROM i) AS fresh, {LOCKED_COLUMNS} FROM sagas WHERE id = $4 FOR UPDATE"
+    )))
     .bind(message_id.to_string())
     .bind(message_id)
     .bind(message_type)
     .bind(saga_id)
     .fetch_optional(&mut *conn)
-    .await?
-    .unwrap_or(0);
-    if fresh == 0 {
-        return Ok((false, None));
+    .await?;
+    match row {
+        None => Ok((true, None)),
+        Some(r) if r.fresh == 0 => Ok((false, None)),
+        Some(r) => Ok((true, Some(r.saga.into_locked()?))),
     }
-    Ok((true, lock(conn, saga_id).await?))
 }
 
 /// Lock a saga for update, waiting for whoever holds it; `None` if there is no such saga.
