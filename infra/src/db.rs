@@ -42,12 +42,19 @@ pub async fn migrate(pool: &PgPool, service: &Migrator) -> Result<(), MigrateErr
 
 /// Serialize transactions about one entity (e.g. an order): a transaction-scoped advisory lock on
 /// a 64-bit hash of `id`, released at commit or rollback. Participants take it first in every
-/// command about an order, so a compensation racing its own (late) action runs strictly before
-/// or after it, never interleaved.
+/// command about an order, so a compensation racing its own (late) action (a void and the
+/// authorize it undoes) never interleaves with it inside a transaction.
 pub async fn lock_entity(conn: &mut sqlx::PgConnection, id: uuid::Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1::text, 0))").bind(id).execute(conn).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {LOCK_ENTITY}"))).bind(id).execute(conn).await?;
     Ok(())
 }
+
+/// [`lock_entity`] as an SQL expression on `$1` (the entity's id), to take the lock in the same
+/// statement as the first read of the transaction and save a round trip:
+/// `SELECT r.* FROM (SELECT {LOCK_ENTITY}::text AS locked) AS l, LATERAL (SELECT ... WHERE ... AND
+/// l.locked IS NOT NULL FOR UPDATE) AS r`. The read refers to the lock, so the lock is taken first
+/// (a one-time filter before the scan), also when there is no row to read.
+pub const LOCK_ENTITY: &str = "pg_advisory_xact_lock(hashtextextended($1::text, 0))";
 
 /// Whether `e` says the database cannot be reached now (down, restarting, refusing connections,
 /// the network or the pool gave up) rather than that a statement failed: the caller should answer

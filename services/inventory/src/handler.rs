@@ -28,12 +28,18 @@ impl MessageHandler<Command> for InventoryHandler {
             Command::CommitInventory(c) => c.order_id,
             _ => uuid::Uuid::nil(),
         };
-        // One order's commands never interleave (a release racing its own late reserve).
-        infra::db::lock_entity(tx, order_id).await?;
+        // One order's commands never interleave (a release racing its own late reserve): each takes
+        // the order's lock first (reserve within its first read, saving a round trip).
         let reply = match command {
             Command::ReserveInventory(c) => reserve(tx, c).await?,
-            Command::ReleaseInventory(c) => release(tx, c).await?,
-            Command::CommitInventory(c) => commit(tx, c).await?,
+            Command::ReleaseInventory(c) => {
+                infra::db::lock_entity(tx, order_id).await?;
+                release(tx, c).await?
+            }
+            Command::CommitInventory(c) => {
+                infra::db::lock_entity(tx, order_id).await?;
+                commit(tx, c).await?
+            }
             other => {
                 return Err(HandlerError::Permanent {
                     code: "unexpected_command",
@@ -45,13 +51,17 @@ impl MessageHandler<Command> for InventoryHandler {
     }
 }
 
+/// Reserve every line of the order or none. Takes the order's lock ([`infra::db::LOCK_ENTITY`])
+/// in its first read.
 pub async fn reserve(tx: &mut PgConnection, c: ReserveInventory) -> Result<Reply, HandlerError> {
     // A re-delivery with another idempotency key must not hold twice, and a reserve that arrives
     // after its order was released must not hold at all.
-    let (held, released): (i64, bool) = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM reservations WHERE order_id = $1),
-                EXISTS (SELECT 1 FROM released_orders WHERE order_id = $1)",
-    )
+    let (held, released): (i64, bool) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT (SELECT count(*) FROM reservations WHERE order_id = $1 AND l.locked IS NOT NULL),
+                EXISTS (SELECT 1 FROM released_orders WHERE order_id = $1 AND l.locked IS NOT NULL)
+         FROM (SELECT {}::text AS locked) AS l",
+        infra::db::LOCK_ENTITY
+    )))
     .bind(c.order_id)
     .fetch_one(&mut *tx)
     .await?;

@@ -49,7 +49,6 @@ impl CallingHandler<Command> for PaymentHandler {
         command: Command,
     ) -> Result<Step<GatewayCall>, HandlerError> {
         let order_id = command.order_id();
-        infra::db::lock_entity(tx, order_id).await?;
         let stored = stored(tx, order_id).await?;
         match command {
             Command::AuthorizePayment(c) => self.authorize(tx, stored.as_ref(), c).await,
@@ -91,7 +90,6 @@ impl CallingHandler<Command> for PaymentHandler {
             | GatewayCall::Capture { order_id, .. }
             | GatewayCall::Void { order_id } => *order_id,
         };
-        infra::db::lock_entity(tx, order_id).await?;
         let stored = stored(tx, order_id).await?;
         let status = stored.as_ref().map(|s| s.status.as_str());
         let reply = match (call, answer) {
@@ -115,13 +113,17 @@ impl CallingHandler<Command> for PaymentHandler {
     }
 }
 
-/// The order's payment row, locked.
+/// Take the order's lock ([`infra::db::LOCK_ENTITY`]) and read its payment row, locked, in one
+/// round trip.
 async fn stored(tx: &mut PgConnection, order_id: Uuid) -> Result<Option<Stored>, sqlx::Error> {
-    let row: Option<(String, Option<String>, Option<String>)> =
-        sqlx::query_as("SELECT status, authorization_id, decline_code FROM payments WHERE order_id = $1 FOR UPDATE")
-            .bind(order_id)
-            .fetch_optional(tx)
-            .await?;
+    let row: Option<(String, Option<String>, Option<String>)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT p.* FROM (SELECT {}::text AS locked) AS l, LATERAL (
+            SELECT status, authorization_id, decline_code FROM payments WHERE order_id = $1 AND l.locked IS NOT NULL FOR UPDATE) AS p",
+        infra::db::LOCK_ENTITY
+    )))
+    .bind(order_id)
+    .fetch_optional(tx)
+    .await?;
     Ok(row.map(|(status, authorization_id, decline_code)| Stored { status, authorization_id, decline_code }))
 }
 

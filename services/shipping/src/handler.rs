@@ -50,7 +50,6 @@ impl CallingHandler<Command> for ShippingHandler {
         command: Command,
     ) -> Result<Step<CarrierCall>, HandlerError> {
         let order_id = command.order_id();
-        infra::db::lock_entity(tx, order_id).await?;
         let stored = stored(tx, order_id).await?;
         match command {
             Command::ScheduleShipment(c) => self.schedule(tx, stored.as_ref(), c).await,
@@ -86,7 +85,6 @@ impl CallingHandler<Command> for ShippingHandler {
         let order_id = match &call {
             CarrierCall::Book { order_id, .. } | CarrierCall::Cancel { order_id } => *order_id,
         };
-        infra::db::lock_entity(tx, order_id).await?;
         let stored = stored(tx, order_id).await?;
         let reply = match (call, answer) {
             (CarrierCall::Book { .. }, answer) => booked(tx, order_id, stored.as_ref(), answer).await?,
@@ -113,11 +111,16 @@ struct Row {
     reason: Option<String>,
 }
 
-/// The order's shipment row, locked.
+/// Take the order's lock ([`infra::db::LOCK_ENTITY`]) and read its shipment row, locked, in one
+/// round trip.
 async fn stored(tx: &mut PgConnection, order_id: Uuid) -> Result<Option<Stored>, sqlx::Error> {
-    let row: Option<Row> = sqlx::query_as(
-        "SELECT status, shipment_id, tracking_number, country, reason FROM shipments WHERE order_id = $1 FOR UPDATE",
-    )
+    let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT s.* FROM (SELECT {}::text AS locked) AS l, LATERAL (
+            SELECT status, shipment_id, tracking_number, country, reason FROM shipments
+            WHERE order_id = $1 AND l.locked IS NOT NULL FOR UPDATE
+         ) AS s",
+        infra::db::LOCK_ENTITY
+    )))
     .bind(order_id)
     .fetch_optional(tx)
     .await?;
