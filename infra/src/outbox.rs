@@ -40,43 +40,77 @@ pub async fn enqueue(conn: &mut PgConnection, messages: &[Outgoing]) -> Result<(
     if messages.is_empty() {
         return Ok(());
     }
-    let mut c = Columns::default();
-    for m in messages {
-        c.push(m);
-    }
-    sqlx::query(
-        "WITH ins AS (
-            INSERT INTO outbox (message_id, saga_id, exchange, routing_key, mandatory, message_type, causation_id,
-                                idempotency_key, attempt, traceparent, schema_version, created_at, body)
-            SELECT m, s, e, r, md, t, c, k, a, tp, v, ts, b
-            FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::bool[], $6::text[], $7::uuid[],
-                        $8::text[], $9::int4[], $10::text[], $11::int4[], $12::timestamptz[], $13::bytea[])
-                 WITH ORDINALITY AS u(m, s, e, r, md, t, c, k, a, tp, v, ts, b, n)
-            ORDER BY n
-            RETURNING 1
-         )
-         SELECT pg_notify('outbox', $14) FROM (SELECT count(*) FROM ins) AS done",
-    )
-    .bind(c.message_id)
-    .bind(c.saga_id)
-    .bind(c.exchange)
-    .bind(c.routing_key)
-    .bind(c.mandatory)
-    .bind(c.message_type)
-    .bind(c.causation_id)
-    .bind(c.idempotency_key)
-    .bind(c.attempt)
-    .bind(c.traceparent)
-    .bind(c.schema_version)
-    .bind(c.created_at)
-    .bind(c.body)
-    .bind(INSTANCE.as_str())
-    .execute(conn)
-    .await?;
-    for m in messages {
-        crate::telemetry::sent(m);
-    }
+    let sql = format!(
+        "WITH ins AS ({}) SELECT pg_notify('{CHANNEL}', $1) FROM (SELECT count(*) FROM ins) AS done",
+        Batch::insert_sql(2)
+    );
+    Batch::new(messages).bind(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(INSTANCE.as_str())).execute(conn).await?;
+    Batch::sent(messages);
     Ok(())
+}
+
+/// Messages bound as the column arrays of one outbox `INSERT`, for a writer that queues them in
+/// the same statement as its own change (a data-modifying CTE), saving a round trip. The statement
+/// must also `NOTIFY` [`CHANNEL`] with [`INSTANCE`] when it queued anything, as [`enqueue`] does,
+/// and the caller records the sends with [`Batch::sent`] once the statement succeeded.
+pub struct Batch(Columns);
+
+impl Batch {
+    /// How many parameters [`Batch::insert_sql`] takes.
+    pub const PARAMS: usize = 13;
+
+    pub fn new(messages: &[Outgoing]) -> Self {
+        let mut c = Columns::default();
+        for m in messages {
+            c.push(m);
+        }
+        Batch(c)
+    }
+
+    /// `INSERT INTO outbox ... RETURNING 1` on parameters `$first` to `$first + 12` (bound by
+    /// [`Batch::bind`], in this order after the caller's own); inserts nothing for no messages.
+    pub fn insert_sql(first: usize) -> String {
+        let p: Vec<String> = (first..first + Self::PARAMS).map(|i| format!("${i}")).collect();
+        format!(
+            "INSERT INTO outbox (message_id, saga_id, exchange, routing_key, mandatory, message_type, causation_id,
+                                 idempotency_key, attempt, traceparent, schema_version, created_at, body)
+             SELECT m, s, e, r, md, t, c, k, a, tp, v, ts, b
+             FROM UNNEST({}::uuid[], {}::uuid[], {}::text[], {}::text[], {}::bool[], {}::text[], {}::uuid[],
+                         {}::text[], {}::int4[], {}::text[], {}::int4[], {}::timestamptz[], {}::bytea[])
+                  WITH ORDINALITY AS u(m, s, e, r, md, t, c, k, a, tp, v, ts, b, n)
+             ORDER BY n
+             RETURNING 1",
+            p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10], p[11], p[12]
+        )
+    }
+
+    /// Bind the column arrays after the parameters `q` already has.
+    pub fn bind<'q>(
+        self,
+        q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        let c = self.0;
+        q.bind(c.message_id)
+            .bind(c.saga_id)
+            .bind(c.exchange)
+            .bind(c.routing_key)
+            .bind(c.mandatory)
+            .bind(c.message_type)
+            .bind(c.causation_id)
+            .bind(c.idempotency_key)
+            .bind(c.attempt)
+            .bind(c.traceparent)
+            .bind(c.schema_version)
+            .bind(c.created_at)
+            .bind(c.body)
+    }
+
+    /// Record each queued message's `send` span.
+    pub fn sent(messages: &[Outgoing]) {
+        for m in messages {
+            crate::telemetry::sent(m);
+        }
+    }
 }
 
 /// Column arrays for `UNNEST`.

@@ -2,7 +2,11 @@
 //! append-only `saga_events` timeline, and the queries behind the status API and the timeout
 //! scanner. Every write happens inside the caller's transaction, together with the outbox rows.
 
+use std::sync::LazyLock;
+
 use chrono::{DateTime, Utc};
+use infra::amqp::Outgoing;
+use infra::outbox;
 use serde_json::Value;
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
@@ -208,41 +212,55 @@ pub async fn insert(conn: &mut PgConnection, s: &SagaWrite<'_>, e: &TimelineEntr
     Ok(inserted.is_some())
 }
 
-/// Write a locked saga's new state and append its timeline entry (one round trip).
-pub async fn update(conn: &mut PgConnection, s: &SagaWrite<'_>, e: &TimelineEntry<'_>) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "WITH s AS (
-            UPDATE sagas SET status = $2, current_step = $3, state = $4, deadline = $5, attempt = $6,
-                             failure_reason = $7, version = version + 1, updated_at = now(), attention = NULL,
-                             finished_at = CASE WHEN $8 THEN coalesce(finished_at, now()) END,
-                             incident_since = CASE WHEN $15 THEN coalesce(incident_since, now()) END,
-                             step_since = CASE WHEN current_step IS DISTINCT FROM $3
-                                                 OR state->>'action' IS DISTINCT FROM $4->>'action'
-                                                 OR state->>'status' IS DISTINCT FROM $4->>'status'
-                                               THEN now() ELSE step_since END
-            WHERE id = $1
-            RETURNING id
-         )
-         INSERT INTO saga_events (saga_id, kind, status, step, note, cause_message_id, cause_type, sent)
-         SELECT id, $9, $2, $10, $11, $12, $13, $14 FROM s",
-    )
-    .bind(s.id)
-    .bind(s.state.status.as_str())
-    .bind(s.state.current_step_name())
-    .bind(s.state_json())
-    .bind(s.deadline)
-    .bind(i32::try_from(s.state.attempt).unwrap_or(i32::MAX))
-    .bind(&s.state.failure_reason)
-    .bind(s.state.status.is_terminal())
-    .bind(e.kind)
-    .bind(e.step)
-    .bind(e.note)
-    .bind(e.cause_message_id)
-    .bind(e.cause_type)
-    .bind(&e.sent)
-    .bind(s.state.incident.is_some())
-    .execute(conn)
-    .await?;
+/// Write a locked saga's new state, append its timeline entry and queue `outgoing` in the outbox,
+/// all in one statement (one round trip).
+pub async fn update(
+    conn: &mut PgConnection,
+    s: &SagaWrite<'_>,
+    e: &TimelineEntry<'_>,
+    outgoing: &[Outgoing],
+) -> Result<(), sqlx::Error> {
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "WITH s AS (
+                UPDATE sagas SET status = $2, current_step = $3, state = $4, deadline = $5, attempt = $6,
+                                 failure_reason = $7, version = version + 1, updated_at = now(), attention = NULL,
+                                 finished_at = CASE WHEN $8 THEN coalesce(finished_at, now()) END,
+                                 incident_since = CASE WHEN $15 THEN coalesce(incident_since, now()) END,
+                                 step_since = CASE WHEN current_step IS DISTINCT FROM $3
+                                                     OR state->>'action' IS DISTINCT FROM $4->>'action'
+                                                     OR state->>'status' IS DISTINCT FROM $4->>'status'
+                                                   THEN now() ELSE step_since END
+                WHERE id = $1
+                RETURNING id
+             ), e AS (
+                INSERT INTO saga_events (saga_id, kind, status, step, note, cause_message_id, cause_type, sent)
+                SELECT id, $9, $2, $10, $11, $12, $13, $14 FROM s
+             ), o AS ({})
+             SELECT pg_notify('{}', $16) FROM (SELECT count(*) AS n FROM o) AS queued WHERE queued.n > 0",
+            outbox::Batch::insert_sql(17),
+            outbox::CHANNEL
+        )
+    });
+    let q = sqlx::query(sqlx::AssertSqlSafe(SQL.as_str()))
+        .bind(s.id)
+        .bind(s.state.status.as_str())
+        .bind(s.state.current_step_name())
+        .bind(s.state_json())
+        .bind(s.deadline)
+        .bind(i32::try_from(s.state.attempt).unwrap_or(i32::MAX))
+        .bind(&s.state.failure_reason)
+        .bind(s.state.status.is_terminal())
+        .bind(e.kind)
+        .bind(e.step)
+        .bind(e.note)
+        .bind(e.cause_message_id)
+        .bind(e.cause_type)
+        .bind(&e.sent)
+        .bind(s.state.incident.is_some())
+        .bind(outbox::INSTANCE.as_str());
+    outbox::Batch::new(outgoing).bind(q).execute(conn).await?;
+    outbox::Batch::sent(outgoing);
     Ok(())
 }
 

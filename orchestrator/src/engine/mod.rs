@@ -1,7 +1,7 @@
 //! The saga engine: the pure kernel wrapped with IO. For every input (a new order, a reply, a
 //! notice, a passed deadline, an operator's verb) it locks the saga row, asks
 //! [`kernel::transition`] what to do with the definition version the saga started on, and writes
-//! the new state, the timeline entry and the outgoing commands/events (outbox) in one transaction.
+//! the new state, the timeline entry and the outgoing commands/events (outbox) in one statement.
 //!
 //! Layout: this file (starting sagas, [`Engine::decide`], persistence of a transition);
 //! `replies` (the reply consumer: replies and notices); `timeouts` (deadlines, and sagas that
@@ -211,8 +211,7 @@ impl Engine {
                 deadline: planned.deadline,
                 idempotency_key: None,
             };
-            store::update(tx, &write, &planned.entry(state, note, cause)).await?;
-            outbox::enqueue(tx, &planned.messages).await?;
+            store::update(tx, &write, &planned.entry(state, note, cause), &planned.messages).await?;
             self.observe(saga, state);
         }
         Ok(decision)
