@@ -229,59 +229,51 @@ async fn settle(
 ) -> Result<(), String> {
     let queue = config.queue.as_str();
     let attempt = incoming.header_int(headers::DELIVERY_ATTEMPT).unwrap_or(1).max(1);
-    if let Outcome::Defer { reason } = &outcome {
-        return defer(delivery, incoming, reason, publisher, config, metrics).await;
-    }
-    let (code, error) = match outcome {
+    match outcome {
+        Outcome::Defer { reason } => defer(delivery, incoming, &reason, publisher, config, metrics).await,
         Outcome::Ack => {
             delivery.ack(BasicAckOptions::default()).await.map_err(|e| format!("ack: {e}"))?;
             metrics.acked.with_label_values(&[queue]).inc();
-            return Ok(());
+            Ok(())
         }
         Outcome::Retry { reason } if attempt <= i64::from(config.max_retry_rounds) => {
             tracing::warn!(attempt, %reason, delay = ?config.retry_delay, "transient failure; parking for a delayed retry");
-            let now = rfc3339(Utc::now());
-            let props = with_headers(
-                incoming.properties.clone(),
-                &[
-                    (headers::DELIVERY_ATTEMPT.into(), HeaderValue::Int(attempt + 1)),
-                    (headers::LAST_ERROR.into(), HeaderValue::Str(truncate(&reason))),
-                    (
-                        headers::FIRST_FAILURE_AT.into(),
-                        HeaderValue::Str(incoming.header_str(headers::FIRST_FAILURE_AT).unwrap_or_else(|| now.clone())),
-                    ),
-                    (headers::LAST_FAILURE_AT.into(), HeaderValue::Str(now)),
-                    (headers::ORIGINAL_EXCHANGE.into(), HeaderValue::Str(original_exchange(incoming))),
-                    (headers::ORIGINAL_ROUTING_KEY.into(), HeaderValue::Str(original_routing_key(incoming))),
-                ],
-            )
-            .with_expiration(config.retry_delay.as_millis().to_string().into());
+            let props = with_headers(incoming.properties.clone(), &failure_headers(incoming, attempt + 1, &reason))
+                .with_expiration(config.retry_delay.as_millis().to_string().into());
             move_to(delivery, incoming, publisher, RETRY_EXCHANGE, queue, props).await?;
             metrics.retried.with_label_values(&[queue]).inc();
-            return Ok(());
+            Ok(())
         }
-        Outcome::Retry { reason } => ("retries_exhausted", reason),
-        Outcome::DeadLetter { code, error } => (code, error),
-        Outcome::Defer { .. } => return Ok(()),
-    };
+        Outcome::Retry { reason } => {
+            dead_letter(delivery, incoming, "retries_exhausted", &reason, publisher, config, metrics).await
+        }
+        Outcome::DeadLetter { code, error } => {
+            dead_letter(delivery, incoming, code, &error, publisher, config, metrics).await
+        }
+    }
+}
+
+/// Move a message to its queue's dead-letter queue with the reasons in its headers, and tell the
+/// orchestrator (consumers with `notices`).
+async fn dead_letter(
+    delivery: &Delivery,
+    incoming: &Incoming,
+    code: &'static str,
+    error: &str,
+    publisher: &Publisher,
+    config: &ConsumerConfig,
+    metrics: &Metrics,
+) -> Result<(), String> {
+    let queue = config.queue.as_str();
+    let attempt = incoming.header_int(headers::DELIVERY_ATTEMPT).unwrap_or(1).max(1);
     tracing::error!(reason = code, %error, attempt, "dead-lettering message");
-    let now = rfc3339(Utc::now());
-    let props = with_headers(
-        incoming.properties.clone(),
-        &[
-            (headers::DEAD_LETTER_REASON.into(), HeaderValue::Str(code.to_owned())),
-            (headers::DEAD_LETTER_ERROR.into(), HeaderValue::Str(truncate(&error))),
-            (headers::DEAD_LETTER_QUEUE.into(), HeaderValue::Str(queue.to_owned())),
-            (headers::DELIVERY_ATTEMPT.into(), HeaderValue::Int(attempt)),
-            (
-                headers::FIRST_FAILURE_AT.into(),
-                HeaderValue::Str(incoming.header_str(headers::FIRST_FAILURE_AT).unwrap_or_else(|| now.clone())),
-            ),
-            (headers::LAST_FAILURE_AT.into(), HeaderValue::Str(now)),
-            (headers::ORIGINAL_EXCHANGE.into(), HeaderValue::Str(original_exchange(incoming))),
-            (headers::ORIGINAL_ROUTING_KEY.into(), HeaderValue::Str(original_routing_key(incoming))),
-        ],
-    );
+    let mut fields = vec![
+        (headers::DEAD_LETTER_REASON.into(), HeaderValue::Str(code.to_owned())),
+        (headers::DEAD_LETTER_ERROR.into(), HeaderValue::Str(truncate(error))),
+        (headers::DEAD_LETTER_QUEUE.into(), HeaderValue::Str(queue.to_owned())),
+    ];
+    fields.extend(failure_headers(incoming, attempt, error));
+    let props = with_headers(incoming.properties.clone(), &fields);
     move_to(delivery, incoming, publisher, DEAD_LETTER_EXCHANGE, queue, props).await?;
     metrics.dead_lettered.with_label_values(&[queue, code]).inc();
     if config.notices {
@@ -292,12 +284,29 @@ async fn settle(
                 message_id: meta.message_id,
                 message_type: meta.message_type.clone(),
                 reason: code.to_owned(),
-                error: truncate(&error),
+                error: truncate(error),
             })
         };
         send_notice(incoming, publisher, notice).await;
     }
     Ok(())
+}
+
+/// The headers a failed delivery carries on: its attempt, the last error, when it first and last
+/// failed, and where it was first published.
+fn failure_headers(incoming: &Incoming, attempt: i64, error: &str) -> Vec<(String, HeaderValue)> {
+    let now = rfc3339(Utc::now());
+    vec![
+        (headers::DELIVERY_ATTEMPT.into(), HeaderValue::Int(attempt)),
+        (headers::LAST_ERROR.into(), HeaderValue::Str(truncate(error))),
+        (
+            headers::FIRST_FAILURE_AT.into(),
+            HeaderValue::Str(incoming.header_str(headers::FIRST_FAILURE_AT).unwrap_or_else(|| now.clone())),
+        ),
+        (headers::LAST_FAILURE_AT.into(), HeaderValue::Str(now)),
+        (headers::ORIGINAL_EXCHANGE.into(), HeaderValue::Str(original_exchange(incoming))),
+        (headers::ORIGINAL_ROUTING_KEY.into(), HeaderValue::Str(original_routing_key(incoming))),
+    ]
 }
 
 /// Park a message on its queue's retry route without spending an attempt; tell the orchestrator
