@@ -5,10 +5,17 @@
 //! any number of instances of each process are started from the same `build` functions the
 //! binaries use, each on port 0, and stopped (gracefully, through their shutdown token) on demand.
 //! Everything is removed when the platform is dropped. The scenarios live in `tests/tests/`; the
-//! load generator, `saga-bench`, in `tests/bench/` (its own test runs it against this harness);
-//! [`otlp`] is a trace receiver for the tests of tracing.
+//! load generator, `saga-bench`, in `tests/bench/` (its own test runs it against this harness).
+//!
+//! Layout: this file (the in-process platform); [`cluster`] (the six real binaries as OS
+//! processes on a platform's vhost and databases, any number of instances, killed and restarted at
+//! will); [`faults`] (the fault-injection suite, the `saga-faults` binary's logic); [`otlp`] (a
+//! trace receiver for the tests of tracing); [`wait`] (waiting on a condition without panicking).
 
+pub mod cluster;
+pub mod faults;
 pub mod otlp;
+pub mod wait;
 
 use std::net::SocketAddr;
 use std::sync::Mutex;

@@ -14,13 +14,14 @@
 //! The other end-to-end tests start the same `build` functions in-process (faster, and they can
 //! stop and start single services); this one proves the `main.rs` wiring, the environment
 //! configuration and the signal handling that only a real process has (and a process of its own
-//! per service, which one global tracing subscriber per process needs).
+//! per service, which one global tracing subscriber per process needs). The harness that runs the
+//! binaries is `e2e::cluster`, shared with the fault suite (`saga-faults`).
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use e2e::cluster::{Cluster, ClusterSpec, Stopped, bin_dir, free_port, wait_exit};
 use e2e::otlp::{OtlpReceiver, ReceivedSpan};
 use e2e::{Service, TestConfig, TestPlatform, order};
 use infra::testing::eventually;
@@ -30,182 +31,40 @@ use uuid::Uuid;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-/// A child process that is killed if the test fails before it is stopped.
-struct Proc {
-    name: &'static str,
-    child: Child,
-    log: PathBuf,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Where cargo put this package's binaries: next to the `deps` directory holding this test.
-fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    exe.parent().and_then(|deps| deps.parent()).expect("target profile directory").to_path_buf()
-}
-
-/// Build the six binaries (a no-op when `cargo nextest run --workspace` already did).
-fn build_binaries() {
-    let mut cmd = Command::new(env!("CARGO"));
-    cmd.args(["build", "--bins", "--quiet"]);
-    for p in ["orchestrator", "inventory", "payment", "shipping", "notification", "outside"] {
-        cmd.args(["-p", p]);
-    }
-    if bin_dir().file_name().is_some_and(|n| n == "release") {
-        cmd.arg("--release");
-    }
-    let status = cmd.status().expect("run cargo build");
-    assert!(status.success(), "cargo build --bins failed");
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port").local_addr().expect("addr").port()
-}
-
-fn spawn(name: &'static str, envs: &[(String, String)], dir: &std::path::Path) -> Proc {
-    let log = dir.join(format!("{name}.log"));
-    let out = std::fs::File::create(&log).expect("log file");
-    let err = out.try_clone().expect("log file");
-    let child = Command::new(bin_dir().join(name))
-        .env_clear()
-        .env("RUST_LOG", "info")
-        .envs(envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .spawn()
-        .unwrap_or_else(|e| panic!("start {name}: {e}"));
-    Proc { name, child, log }
-}
-
-/// The child's exit status, checked until `within` has passed.
-async fn exit_status(child: &mut Child, within: Duration) -> std::process::ExitStatus {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        if let Some(status) = child.try_wait().expect("wait for the child") {
-            return status;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the process did not exit within {within:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+/// Where the binaries are, built (a no-op when `cargo nextest run --workspace` already did).
+async fn binaries() -> PathBuf {
+    let dir = bin_dir().expect("the target directory");
+    let build = dir.clone();
+    tokio::task::spawn_blocking(move || e2e::cluster::build_binaries(&build)).await.expect("build").expect("built");
+    dir
 }
 
 fn env(k: &str, v: impl Into<String>) -> (String, String) {
     (k.to_owned(), v.into())
 }
 
-/// The six binaries running on one test platform's vhost and databases.
-struct Cluster {
-    /// `outside` first, then [`Service::ALL`] in order.
-    procs: Vec<Proc>,
-    envs: Vec<Vec<(String, String)>>,
-    /// Base URLs of the five platform processes, in [`Service::ALL`] order.
-    urls: Vec<String>,
-    gateway: String,
-    carrier: String,
-    dir: PathBuf,
+/// One instance of each binary on the platform, with `extra` environment.
+async fn start(p: &TestPlatform, extra: &[(String, String)]) -> Cluster {
+    Cluster::start(p, ClusterSpec::new(binaries().await).envs(extra)).await.expect("the binaries start")
 }
 
-impl Cluster {
-    /// Start every binary with `extra` environment on top of the wiring, and wait until ready.
-    async fn start(p: &TestPlatform, extra: &[(String, String)]) -> Cluster {
-        tokio::task::spawn_blocking(build_binaries).await.expect("build");
-        let dir = std::env::temp_dir().join(format!("saga-processes-{}", uuid::Uuid::now_v7()));
-        std::fs::create_dir_all(&dir).expect("log dir");
-        let (gateway, carrier) = (free_port(), free_port());
-        let mut envs = vec![vec![
-            env("OUTSIDE_GATEWAY_ADDR", format!("127.0.0.1:{gateway}")),
-            env("OUTSIDE_CARRIER_ADDR", format!("127.0.0.1:{carrier}")),
-        ]];
-        let mut urls = Vec::new();
-        for service in Service::ALL {
-            let (prefix, port) = (service.name().to_uppercase(), free_port());
-            let mut e = vec![
-                env("AMQP_URL", p.amqp_url(service)),
-                env(&format!("{prefix}_DATABASE_URL"), p.database_url(service)),
-                env(&format!("{prefix}_HTTP_ADDR"), format!("127.0.0.1:{port}")),
-                env("PAYMENT_GATEWAY_URL", format!("http://127.0.0.1:{gateway}")),
-                env("SHIPPING_CARRIER_URL", format!("http://127.0.0.1:{carrier}")),
-                env("ORCHESTRATOR_ADMIN_TOKENS", "ops=a-long-enough-operator-token"),
-                // Small pools: PostgreSQL's 100 connections are shared with the rest of the suite.
-                env("DB_POOL_SIZE", "4"),
-                env("PREFETCH", "4"),
-            ];
-            e.extend_from_slice(extra);
-            envs.push(e);
-            urls.push(format!("http://127.0.0.1:{port}"));
-        }
-        let names = std::iter::once("outside").chain(Service::ALL.map(Service::name));
-        let procs = names.zip(&envs).map(|(name, e)| spawn(name, e, &dir)).collect();
-        let cluster = Cluster {
-            procs,
-            envs,
-            urls,
-            gateway: format!("http://127.0.0.1:{gateway}"),
-            carrier: format!("http://127.0.0.1:{carrier}"),
-            dir,
-        };
-        for i in 0..Service::ALL.len() {
-            cluster.ready(p, i).await;
-        }
-        cluster
+/// SIGTERM every process: each stops its intake, drains, and exits 0 without a panic. Returns
+/// what each wrote, by binary.
+async fn stop(cluster: Cluster) -> Vec<(&'static str, String)> {
+    let mut logs = Vec::new();
+    for Stopped { name, program, status, log } in cluster.stop().await {
+        assert!(status.is_some_and(|s| s.success()), "{name} exited with {status:?} after SIGTERM:\n{log}");
+        assert!(!log.contains("panicked"), "{name}:\n{log}");
+        logs.push((program.binary(), log));
     }
-
-    async fn ready(&self, p: &TestPlatform, i: usize) {
-        let url = &self.urls[i];
-        eventually("ready", WAIT, || async {
-            let r = p.http.get(format!("{url}/health/ready")).send().await.ok()?;
-            r.status().is_success().then_some(())
-        })
-        .await;
-    }
-
-    fn index(service: Service) -> usize {
-        Service::ALL.iter().position(|s| *s == service).expect("a service")
-    }
-
-    /// `kill -9` a platform process, start it again with the same environment, wait until ready.
-    async fn crash_and_restart(&mut self, p: &TestPlatform, service: Service) {
-        let i = Self::index(service);
-        let proc = &mut self.procs[i + 1];
-        let pid = proc.child.id().to_string();
-        assert!(Command::new("kill").args(["-KILL", &pid]).status().expect("run kill").success());
-        let status = exit_status(&mut proc.child, Duration::from_secs(10)).await;
-        assert!(!status.success(), "{} was killed", service.name());
-        self.procs[i + 1] = spawn(service.name(), &self.envs[i + 1], &self.dir);
-        self.ready(p, i).await;
-    }
-
-    /// SIGTERM every process (participants first, then the orchestrator, then the simulators):
-    /// each stops its intake, drains, and exits 0. Returns what each wrote, by name.
-    async fn stop(mut self) -> Vec<(&'static str, String)> {
-        let mut logs = Vec::new();
-        for proc in self.procs.iter_mut().rev() {
-            let pid = proc.child.id().to_string();
-            let sent = Command::new("kill").args(["-TERM", &pid]).status().expect("run kill");
-            assert!(sent.success(), "kill -TERM {pid}");
-            let status = exit_status(&mut proc.child, Duration::from_secs(30)).await;
-            let log = std::fs::read_to_string(&proc.log).unwrap_or_default();
-            assert!(status.success(), "{} exited with {status} after SIGTERM:\n{log}", proc.name);
-            assert!(!log.contains("panicked"), "{}:\n{log}", proc.name);
-            logs.push((proc.name, log));
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-        logs
-    }
+    logs
 }
 
 #[tokio::test]
 async fn the_binaries_run_a_saga_and_stop_cleanly_on_sigterm() {
     let p = TestPlatform::new(TestConfig::default()).await;
-    let cluster = Cluster::start(&p, &[]).await;
-    let orchestrator = &cluster.urls[0];
+    let cluster = start(&p, &[]).await;
+    let orchestrator = &cluster.url(Service::Orchestrator);
     let r = p.submit_to(orchestrator, &order("SKU-0003", 1, 250, "DE"), None).await;
     assert_eq!(r.status().as_u16(), 202);
     let id = r.json::<Value>().await.expect("json")["saga_id"].as_str().expect("saga_id").to_owned();
@@ -215,7 +74,7 @@ async fn the_binaries_run_a_saga_and_stop_cleanly_on_sigterm() {
     })
     .await;
     assert_eq!(saga["steps"].as_array().expect("steps").len(), 5);
-    for (name, log) in cluster.stop().await {
+    for (name, log) in stop(cluster).await {
         assert!(!log.contains('\u{1b}'), "{name} wrote ANSI escapes to a file that is not a terminal:\n{log}");
     }
     p.shutdown().await;
@@ -233,9 +92,9 @@ async fn an_order_is_one_trace_across_the_binaries_and_every_log_line_is_json() 
         // No re-send by the timeout scanner on a slow machine: one send per command.
         env("ORCHESTRATOR_STEP_TIMEOUT_MS", "60000"),
     ];
-    let cluster = Cluster::start(&p, &traced).await;
-    let orchestrator = cluster.urls[0].clone();
-    let notification = cluster.urls[Cluster::index(Service::Notification)].clone();
+    let cluster = start(&p, &traced).await;
+    let orchestrator = cluster.url(Service::Orchestrator);
+    let notification = cluster.url(Service::Notification);
     let r = p.submit_to(&orchestrator, &order("SKU-0003", 1, 250, "DE"), None).await;
     assert_eq!(r.status().as_u16(), 202);
     let id =
@@ -251,7 +110,7 @@ async fn an_order_is_one_trace_across_the_binaries_and_every_log_line_is_json() 
     })
     .await;
     assert!(otlp.trace(id).is_empty(), "spans left before shutdown despite OTEL_BSP_SCHEDULE_DELAY");
-    let logs = cluster.stop().await;
+    let logs = stop(cluster).await;
     assert_one_trace(&otlp.trace(id), &saga);
     assert_json_lines(&logs, id);
     p.shutdown().await;
@@ -349,14 +208,14 @@ fn mixed_order(i: usize) -> Value {
 #[tokio::test]
 async fn lost_outside_answers_and_kill_9_of_payment_and_shipping_leave_nothing_held_or_doubled() {
     let p = TestPlatform::new(TestConfig::default()).await;
-    let mut cluster = Cluster::start(&p, &[env("RETRY_DELAY_MS", "200")]).await;
+    let mut cluster = start(&p, &[env("RETRY_DELAY_MS", "200")]).await;
     // Slow enough that a crash finds calls in flight; lossy enough that answers go missing.
     let lossy = serde_json::json!({"ambiguous_rate": 0.3, "latency_ms": 100});
     for sim in [&cluster.gateway, &cluster.carrier] {
         let r = p.http.put(format!("{sim}/admin/behaviour")).json(&lossy).send().await.expect("PUT behaviour");
         assert!(r.status().is_success());
     }
-    let orchestrator = cluster.urls[0].clone();
+    let orchestrator = cluster.url(Service::Orchestrator);
     let mut ids = Vec::new();
     for i in 0..48 {
         let r = p.submit_to(&orchestrator, &mixed_order(i), None).await;
@@ -374,7 +233,8 @@ async fn lost_outside_answers_and_kill_9_of_payment_and_shipping_leave_nothing_h
             (p.get_json(&format!("{sim}/admin/stats")).await["calls"].as_u64()? >= calls).then_some(())
         })
         .await;
-        cluster.crash_and_restart(&p, service).await;
+        let instance = cluster.ids(service)[0];
+        cluster.crash_and_restart(instance).await.expect("killed and started again");
     }
     let mut finished = std::collections::BTreeMap::<String, u64>::new();
     for id in &ids {
@@ -402,7 +262,7 @@ async fn lost_outside_answers_and_kill_9_of_payment_and_shipping_leave_nothing_h
     let keys: std::collections::BTreeSet<&str> = auths.iter().filter_map(|a| a["key"].as_str()).collect();
     assert_eq!(keys.len(), auths.len(), "one authorization per key");
     assert!(auths.len() <= ids.len() - 6, "orders over the limit never reached the gateway");
-    cluster.stop().await;
+    stop(cluster).await;
     p.shutdown().await;
 }
 
@@ -427,14 +287,14 @@ impl Drop for DevUp {
 
 #[tokio::test]
 async fn infra_dev_up_restarts_a_process_that_dies_and_stops_everything_on_sigterm() {
-    tokio::task::spawn_blocking(build_binaries).await.expect("build");
+    let bin_dir = binaries().await;
     let p = TestPlatform::new(TestConfig::default()).await;
     let state = std::env::temp_dir().join(format!("saga-dev-up-{}", uuid::Uuid::now_v7()));
     std::fs::create_dir_all(&state).expect("state dir");
-    let (gateway, carrier) = (free_port(), free_port());
+    let (gateway, carrier) = (free_port().expect("a port"), free_port().expect("a port"));
     let mut envs = vec![
         env("DEV_NO_BUILD", "1"),
-        env("DEV_BIN_DIR", bin_dir().display().to_string()),
+        env("DEV_BIN_DIR", bin_dir.display().to_string()),
         env("DEV_STATE_DIR", state.display().to_string()),
         env("AMQP_URL", p.vhost.amqp_url.clone()),
         env("OUTSIDE_GATEWAY_ADDR", format!("127.0.0.1:{gateway}")),
@@ -444,7 +304,7 @@ async fn infra_dev_up_restarts_a_process_that_dies_and_stops_everything_on_sigte
     ];
     let mut urls = Vec::new();
     for service in Service::ALL {
-        let (prefix, port) = (service.name().to_uppercase(), free_port());
+        let (prefix, port) = (service.name().to_uppercase(), free_port().expect("a port"));
         envs.push(env(&format!("{prefix}_DATABASE_URL"), p.database_url(service)));
         envs.push(env(&format!("{prefix}_HTTP_ADDR"), format!("127.0.0.1:{port}")));
         urls.push(format!("http://127.0.0.1:{port}"));
@@ -465,7 +325,7 @@ async fn infra_dev_up_restarts_a_process_that_dies_and_stops_everything_on_sigte
     let said = || std::fs::read_to_string(&output).unwrap_or_default();
     eventually("infra/dev up says the platform is ready", WAIT, || async { said().contains("is ready").then_some(()) })
         .await;
-    let payment = Cluster::index(Service::Payment);
+    let payment = Service::ALL.iter().position(|s| *s == Service::Payment).expect("payment");
     let pid_file = state.join("pids/payment.pid");
     let pid = std::fs::read_to_string(&pid_file).expect("payment's pid").trim().to_owned();
     assert!(Command::new("kill").args(["-KILL", &pid]).status().expect("kill").success());
@@ -488,7 +348,7 @@ async fn infra_dev_up_restarts_a_process_that_dies_and_stops_everything_on_sigte
     .await;
     let up_pid = up.0.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &up_pid]).status().expect("kill").success());
-    let status = exit_status(&mut up.0, Duration::from_secs(60)).await;
+    let status = wait_exit(&mut up.0, Duration::from_secs(60)).await.expect("infra/dev up exits");
     assert_eq!(status.code(), Some(143), "{}", said());
     for url in &urls {
         assert!(p.http.get(format!("{url}/health/live")).send().await.is_err(), "{url} still answers after SIGTERM");
