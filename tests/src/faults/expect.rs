@@ -127,8 +127,12 @@ mod tests {
     #[test]
     fn a_broker_stop_needs_orders_accepted_and_the_outbox_holding_them() {
         let t0 = Instant::now();
-        let w =
-            [Window { what: "broker stopped".into(), orchestrator: None, from: t0, to: t0 + Duration::from_secs(8) }];
+        let w = [Window {
+            what: "the broker was stopped".into(),
+            orchestrator: None,
+            from: t0,
+            to: t0 + Duration::from_secs(8),
+        }];
         let t = tally(&[(t0 + Duration::from_secs(1), 0)]);
         let counts = BTreeMap::new();
         let mut ev = evidence(&w, &t, &counts);
@@ -143,7 +147,7 @@ mod tests {
     fn a_killed_orchestrator_is_covered_by_the_other_and_resumes() {
         let t0 = Instant::now();
         let s = |n| t0 + Duration::from_secs(n);
-        let w = [Window { what: "orchestrator-1 down".into(), orchestrator: Some(0), from: s(1), to: s(3) }];
+        let w = [Window { what: "orchestrator-1 was down".into(), orchestrator: Some(0), from: s(1), to: s(3) }];
         let counts = BTreeMap::new();
         let covered = tally(&[(s(2), 1), (s(4), 0)]);
         assert!(checks(Scenario::OrchestratorKill, &evidence(&w, &covered, &counts)).iter().all(|c| c.ok));

@@ -149,7 +149,7 @@ async fn orchestrator_kill(ctx: &mut Ctx<'_>, until: Instant) -> anyhow::Result<
         let from = Instant::now();
         ctx.pause(1.0, 3.0).await;
         ctx.cluster.restart(id).await?;
-        let what = format!("{} down", ctx.cluster.name(id));
+        let what = format!("{} was down", ctx.cluster.name(id));
         ctx.out.windows.push(Window { what, orchestrator: Some(which), from, to: Instant::now() });
         *killed.entry(ctx.cluster.name(id).to_owned()).or_default() += 1;
     }
@@ -181,7 +181,7 @@ async fn broker_stop(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
     tokio::time::sleep(ctx.profile.broker_down).await;
     let to = Instant::now();
     down.start().await?;
-    ctx.out.windows.push(Window { what: "broker stopped".into(), orchestrator: None, from, to });
+    ctx.out.windows.push(Window { what: "the broker was stopped".into(), orchestrator: None, from, to });
     let stopped = to - from;
     ctx.note(format!("rabbitmqctl stop_app for {stopped:.1?}, start_app; serving again after {:.1?}", from.elapsed()));
     Ok(())
@@ -198,7 +198,7 @@ async fn postgres_restart(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
         down.start().await?;
     }
     let to = Instant::now();
-    ctx.out.windows.push(Window { what: "PostgreSQL down".into(), orchestrator: None, from, to });
+    ctx.out.windows.push(Window { what: "PostgreSQL was down".into(), orchestrator: None, from, to });
     ctx.note(format!("PostgreSQL stopped and started again: unavailable for about {:.1?}", to - from));
     Ok(())
 }
@@ -251,7 +251,7 @@ async fn participant_down(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
     for id in &payments {
         ctx.cluster.restart(*id).await?;
     }
-    ctx.out.windows.push(Window { what: "payment down".into(), orchestrator: None, from, to: Instant::now() });
+    ctx.out.windows.push(Window { what: "payment was down".into(), orchestrator: None, from, to: Instant::now() });
     ctx.note(format!(
         "payment killed and kept down {:.1?} (step deadline {} ms), then started again",
         from.elapsed(),

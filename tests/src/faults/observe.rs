@@ -107,6 +107,9 @@ impl Meter {
     }
 }
 
+/// Most samples kept: a day at four a second.
+const MAX_SAMPLES: usize = 4 * 86_400;
+
 /// Samples of the summed outbox backlog.
 pub struct Sampler {
     samples: Arc<Mutex<Vec<(Instant, f64)>>>,
@@ -122,7 +125,7 @@ impl Sampler {
         let task = tokio::spawn(async move {
             let mut ticks = tokio::time::interval(Duration::from_millis(250));
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-            loop {
+            for _ in 0..MAX_SAMPLES {
                 tokio::select! {
                     _ = token.cancelled() => return,
                     _ = ticks.tick() => {}

@@ -39,11 +39,14 @@ struct Store {
     replies: u64,
 }
 
+/// Most messages kept (about 100 MB of bodies and properties at most); later ones are not kept.
+const MAX_KEPT: usize = 100_000;
+
 impl Store {
-    /// Keep a message the first time its id is seen.
+    /// Keep a message the first time its id is seen, up to [`MAX_KEPT`].
     fn capture(&mut self, message: Captured) {
         let Some(id) = message.properties.message_id().as_ref().map(|id| id.to_string()) else { return };
-        if !self.seen.insert(id) {
+        if self.seen.len() >= MAX_KEPT || !self.seen.insert(id) {
             return;
         }
         if message.exchange == COMMANDS_EXCHANGE {
@@ -98,6 +101,7 @@ impl Duplicator {
             let store = store.clone();
             consumers.push(tokio::spawn(async move {
                 let _channel = channel;
+                // Ends when its channel closes or the duplicator is dropped (the task is aborted).
                 while let Some(Ok(delivery)) = consumer.next().await {
                     let message = Captured {
                         exchange: delivery.exchange.to_string(),
