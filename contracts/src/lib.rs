@@ -6,6 +6,8 @@
 //! - [`commands`]: what the orchestrator asks participants to do (`saga.commands`, key `<participant>.<verb>`).
 //! - [`replies`]: what participants answer (`saga.replies`, key `<participant>.<outcome>`).
 //! - [`events`]: facts for anyone (`saga.events`, key `order.<fact>`).
+//! - [`history`]: the order's history as the orchestrator's event store publishes it (`saga.events`,
+//!   key `history.<event type>`) and serves it (`GET /events`).
 //! - [`notices`]: what a participant's transport tells the orchestrator about a stuck command
 //!   (`saga.replies`, key `notice.<what>`).
 //! - [`envelope`]: the metadata every message carries (AMQP properties and headers) and the header names.
@@ -18,6 +20,7 @@ pub mod commands;
 pub mod countries;
 pub mod envelope;
 pub mod events;
+pub mod history;
 pub mod notices;
 pub mod order;
 pub mod replies;
