@@ -12,7 +12,8 @@
 //! Shape:
 //! - topic exchanges `saga.commands`, `saga.replies`, `saga.events`;
 //! - one durable consuming queue per role (`inventory.commands` bound `inventory.*`, ...,
-//!   `orchestrator.replies` bound `#`, `notification.events` bound `order.*`);
+//!   `orchestrator.replies` bound `#`, `notification.events` bound `order.*`, `orders.history`
+//!   bound `history.#`: the read side's order history);
 //! - each consuming queue dead-letters through the direct exchange `saga.dlx` (routing key = the
 //!   queue's name) into its own `<queue>.dlq`;
 //! - each consuming queue has a delay queue `<queue>.retry`, reached through the direct exchange
@@ -22,10 +23,11 @@
 //! Who declares what ([`Role`]): each process declares its own consuming queue with its `.dlq`
 //! and `.retry` queues and their bindings, and the exchanges it publishes to or binds from. The
 //! orchestrator, which starts every flow and operates the dead letters, also declares the queues
-//! its commands and events are routed to (the participants' command queues and
-//! `notification.events`) and every `.dlq`: so a command is never returned as unroutable, nor an
-//! event dropped, because its consumer has not started yet, and the operator API finds every
-//! dead-letter queue. Participants declare nothing of anyone else's.
+//! its commands and events are routed to (the participants' command queues, `notification.events`
+//! and the read side's `orders.history`) and every `.dlq`: so a command is never returned as
+//! unroutable, nor an event (a history event included) dropped, because its consumer has not
+//! started yet, and the operator API finds every dead-letter queue. Participants and the read
+//! side declare nothing of anyone else's.
 
 use std::collections::BTreeSet;
 
@@ -42,6 +44,8 @@ pub const PAYMENT_QUEUE: &str = "payment.commands";
 pub const SHIPPING_QUEUE: &str = "shipping.commands";
 pub const ORCHESTRATOR_QUEUE: &str = "orchestrator.replies";
 pub const NOTIFICATION_QUEUE: &str = "notification.events";
+/// The read side's queue: every event of the orders' history (`history.#`).
+pub const ORDERS_QUEUE: &str = "orders.history";
 
 /// Name of the dead-letter queue of `queue`.
 pub fn dead_letter_queue(queue: &str) -> String {
@@ -152,6 +156,7 @@ const CONSUMERS: &[(&str, &str, &str)] = &[
     (SHIPPING_QUEUE, COMMANDS_EXCHANGE, "shipping.*"),
     (ORCHESTRATOR_QUEUE, REPLIES_EXCHANGE, "#"),
     (NOTIFICATION_QUEUE, EVENTS_EXCHANGE, "order.*"),
+    (ORDERS_QUEUE, EVENTS_EXCHANGE, "history.#"),
 ];
 
 impl Topology {
@@ -277,10 +282,13 @@ pub enum Role {
     Payment,
     Shipping,
     Notification,
+    /// The read side (`services/orders`): consumes the order history, publishes nothing of its own.
+    Orders,
 }
 
 impl Role {
-    pub const ALL: [Role; 5] = [Role::Orchestrator, Role::Inventory, Role::Payment, Role::Shipping, Role::Notification];
+    pub const ALL: [Role; 6] =
+        [Role::Orchestrator, Role::Inventory, Role::Payment, Role::Shipping, Role::Notification, Role::Orders];
 
     /// Its name, which is also the name of its broker user.
     pub fn name(self) -> &'static str {
@@ -290,6 +298,7 @@ impl Role {
             Role::Payment => "payment",
             Role::Shipping => "shipping",
             Role::Notification => "notification",
+            Role::Orders => "orders",
         }
     }
 
@@ -301,18 +310,20 @@ impl Role {
             Role::Payment => PAYMENT_QUEUE,
             Role::Shipping => SHIPPING_QUEUE,
             Role::Notification => NOTIFICATION_QUEUE,
+            Role::Orders => ORDERS_QUEUE,
         }
     }
 
     /// The exchanges it publishes to. Every role's consumer moves what it dead-letters or parks
     /// to `saga.dlx` or `saga.retry`; the orchestrator sends commands and events, and replays a
     /// dead letter to where it was first sent (any of the three topic exchanges); participants
-    /// send replies and notices.
+    /// send replies and notices; the read side sends nothing else.
     pub fn publishes_to(self) -> &'static [&'static str] {
         match self {
             Role::Orchestrator => {
                 &[COMMANDS_EXCHANGE, EVENTS_EXCHANGE, REPLIES_EXCHANGE, DEAD_LETTER_EXCHANGE, RETRY_EXCHANGE]
             }
+            Role::Orders => &[DEAD_LETTER_EXCHANGE, RETRY_EXCHANGE],
             _ => &[REPLIES_EXCHANGE, DEAD_LETTER_EXCHANGE, RETRY_EXCHANGE],
         }
     }
@@ -526,7 +537,9 @@ mod tests {
     fn the_orchestrator_declares_where_its_messages_go_and_every_dead_letter_queue() {
         let whole = Topology::new(QueueType::Classic, 5);
         let part = whole.for_role(Role::Orchestrator);
-        for consumer in [INVENTORY_QUEUE, PAYMENT_QUEUE, SHIPPING_QUEUE, NOTIFICATION_QUEUE, ORCHESTRATOR_QUEUE] {
+        for consumer in
+            [INVENTORY_QUEUE, PAYMENT_QUEUE, SHIPPING_QUEUE, NOTIFICATION_QUEUE, ORCHESTRATOR_QUEUE, ORDERS_QUEUE]
+        {
             assert!(part.queue(consumer).is_some(), "{consumer}");
             assert!(part.queue(&dead_letter_queue(consumer)).is_some(), "{consumer}");
         }
@@ -576,11 +589,31 @@ mod tests {
     fn the_users_document_has_guest_and_one_user_per_role() {
         let doc = Topology::new(QueueType::Classic, 5).users_json("/");
         let users: Vec<&str> = doc["users"].as_array().unwrap().iter().map(|u| u["name"].as_str().unwrap()).collect();
-        assert_eq!(users, ["guest", "orchestrator", "inventory", "payment", "shipping", "notification"]);
+        assert_eq!(users, ["guest", "orchestrator", "inventory", "payment", "shipping", "notification", "orders"]);
         let perms = doc["permissions"].as_array().unwrap();
         assert_eq!(perms.len(), users.len());
         assert_eq!(perms[3]["user"], "payment");
         assert!(perms[3]["read"].as_str().unwrap().contains(r"payment\.commands"));
+    }
+
+    #[test]
+    fn the_read_side_declares_its_own_queues_and_may_publish_only_to_move_its_messages() {
+        let whole = Topology::new(QueueType::Classic, 5);
+        let part = whole.for_role(Role::Orders);
+        let queues: Vec<&str> = part.queues.iter().map(|q| q.name.as_str()).collect();
+        assert_eq!(queues, [ORDERS_QUEUE.to_owned(), dead_letter_queue(ORDERS_QUEUE), retry_queue(ORDERS_QUEUE)]);
+        assert_eq!(
+            part.queues[0].bindings,
+            vec![Binding { exchange: EVENTS_EXCHANGE, routing_key: "history.#".into() }]
+        );
+        let a = whole.access(Role::Orders);
+        let own = |name: &String| name.starts_with("orders.history") || name.starts_with("saga.");
+        assert!(a.configure.iter().all(own), "{a:?}");
+        assert!(a.read.iter().all(own), "{a:?}");
+        for foreign in [COMMANDS_EXCHANGE, EVENTS_EXCHANGE, REPLIES_EXCHANGE] {
+            assert!(!a.write.contains(foreign), "{foreign}: {a:?}");
+        }
+        assert!(a.read.contains(ORDERS_QUEUE) && a.read.contains(EVENTS_EXCHANGE));
     }
 
     #[test]
