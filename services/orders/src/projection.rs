@@ -1,0 +1,195 @@
+//! Applying one event to the projections: the position's dedupe record, the order summary and the
+//! daily sales rows, in one transaction.
+//!
+//! Rules (the Read side invariants of ARCHITECTURE.md):
+//! - a position already in `applied_events` is a [`Applied::Duplicate`]: nothing changes;
+//! - within an order, only version `last + 1` is applied; a version at or below `last` is a
+//!   duplicate (recorded as applied, changes nothing); a version past `last + 1` is a
+//!   [`Applied::Gap`]: nothing is written, the caller brings it back later;
+//! - a status change into `COMPLETED` counts the order completed (and its total as revenue) on the
+//!   UTC day of the event; into `COMPENSATED`, a compensation on that day for the saga's failure
+//!   reason; `saga.started` counts an order started.
+
+use chrono::NaiveDate;
+use sqlx::{PgConnection, PgPool};
+
+use crate::event::Event;
+
+/// What applying an event did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// Applied; the order's status before it (`None` for its first event).
+    Applied { previous_status: Option<String> },
+    /// Its position (or its version of the order) was applied before.
+    Duplicate,
+    /// The order's stream has not reached it yet: `expected` is the next version it takes.
+    Gap { expected: i64 },
+}
+
+/// The currency a daily row is counted under when the order's start is unknown (a saga from before
+/// the event store).
+pub const UNKNOWN_CURRENCY: &str = "unknown";
+/// The reason a compensation is counted under when the saga gives none.
+pub const UNKNOWN_REASON: &str = "unknown";
+
+/// Apply `event` in one transaction on `pool`.
+pub async fn apply(pool: &PgPool, event: &Event) -> Result<Applied, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let applied = apply_in(&mut tx, event).await?;
+    match applied {
+        Applied::Gap { .. } => tx.rollback().await?,
+        _ => tx.commit().await?,
+    }
+    Ok(applied)
+}
+
+/// Apply `event` inside the caller's transaction (rolled back by the caller on a gap).
+pub async fn apply_in(tx: &mut PgConnection, event: &Event) -> Result<Applied, sqlx::Error> {
+    let recorded: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO applied_events (position, order_id, version, event_type) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (position) DO NOTHING RETURNING position",
+    )
+    .bind(event.position)
+    .bind(event.order_id)
+    .bind(event.version)
+    .bind(event.kind.name())
+    .fetch_optional(&mut *tx)
+    .await?;
+    if recorded.is_none() {
+        return Ok(Applied::Duplicate);
+    }
+    // The summary row is the order's lock: concurrent events of one order serialize here, and an
+    // order without a row can only be created by its version 1 (the primary key refuses another).
+    let current: Option<(String, i64, Option<i64>, Option<String>)> = sqlx::query_as(
+        "SELECT status, version, total_cents, currency FROM order_summaries WHERE order_id = $1 FOR UPDATE",
+    )
+    .bind(event.order_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let last = current.as_ref().map_or(0, |c| c.1);
+    if event.version <= last {
+        return Ok(Applied::Duplicate);
+    }
+    if event.version > last + 1 {
+        return Ok(Applied::Gap { expected: last + 1 });
+    }
+    let previous_status = current.as_ref().map(|c| c.0.clone());
+    match &event.started {
+        Some(s) => {
+            sqlx::query(
+                "INSERT INTO order_summaries (order_id, customer_id, currency, total_cents, item_count, status, step,
+                     failure_reason, created_at, updated_at, version, last_position)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, $11)
+                 ON CONFLICT (order_id) DO UPDATE SET customer_id = $2, currency = $3, total_cents = $4,
+                     item_count = $5, status = $6, step = $7, failure_reason = $8, updated_at = $9, version = $10,
+                     last_position = $11",
+            )
+            .bind(event.order_id)
+            .bind(&s.customer_id)
+            .bind(&s.currency)
+            .bind(s.total_cents)
+            .bind(s.item_count)
+            .bind(&event.status)
+            .bind(&event.step)
+            .bind(&event.failure_reason)
+            .bind(event.recorded_at)
+            .bind(event.version)
+            .bind(event.position)
+            .execute(&mut *tx)
+            .await?;
+        }
+        None => {
+            sqlx::query(
+                "INSERT INTO order_summaries (order_id, status, step, failure_reason, created_at, updated_at, version,
+                     last_position)
+                 VALUES ($1, $2, $3, $4, $5, $5, $6, $7)
+                 ON CONFLICT (order_id) DO UPDATE SET status = $2, step = $3, failure_reason = $4, updated_at = $5,
+                     version = $6, last_position = $7",
+            )
+            .bind(event.order_id)
+            .bind(&event.status)
+            .bind(&event.step)
+            .bind(&event.failure_reason)
+            .bind(event.recorded_at)
+            .bind(event.version)
+            .bind(event.position)
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    let day: NaiveDate = event.recorded_at.date_naive();
+    let (total, currency) = match (&event.started, &current) {
+        (Some(s), _) => (Some(s.total_cents), Some(s.currency.clone())),
+        (None, Some(c)) => (c.2, c.3.clone()),
+        (None, None) => (None, None),
+    };
+    let currency = currency.unwrap_or_else(|| UNKNOWN_CURRENCY.to_owned());
+    let started = i64::from(event.started.is_some());
+    let entered = |status: &str| event.status == status && previous_status.as_deref() != Some(status);
+    let completed = i64::from(entered("COMPLETED"));
+    if started + completed > 0 {
+        sqlx::query(
+            "INSERT INTO daily_sales (day, currency, orders_started, orders_completed, revenue_cents)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (day, currency) DO UPDATE SET orders_started = daily_sales.orders_started + $3,
+                 orders_completed = daily_sales.orders_completed + $4,
+                 revenue_cents = daily_sales.revenue_cents + $5",
+        )
+        .bind(day)
+        .bind(&currency)
+        .bind(started)
+        .bind(completed)
+        .bind(completed * total.unwrap_or(0))
+        .execute(&mut *tx)
+        .await?;
+    }
+    if entered("COMPENSATED") {
+        let reason = event.failure_reason.clone().unwrap_or_else(|| UNKNOWN_REASON.to_owned());
+        sqlx::query(
+            "INSERT INTO daily_compensations (day, reason, compensations) VALUES ($1, $2, 1)
+             ON CONFLICT (day, reason) DO UPDATE SET compensations = daily_compensations.compensations + 1",
+        )
+        .bind(day)
+        .bind(reason)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(Applied::Applied { previous_status })
+}
+
+/// Drop every projection row and dedupe record (the start of a rebuild), in one transaction. The
+/// `TRUNCATE` waits for the applies in flight and blocks new ones until it commits.
+pub async fn reset(pool: &PgPool) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("TRUNCATE order_summaries, daily_sales, daily_compensations, applied_events").execute(&mut *tx).await?;
+    sqlx::query("UPDATE projection_state SET watermark = 0, rebuilt_at = now(), rebuilds = rebuilds + 1")
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await
+}
+
+/// Advance the watermark (every position up to it is applied) as far as the applied positions
+/// allow, reading at most `batch` of them; the new watermark.
+pub async fn advance_watermark(pool: &PgPool, batch: i64) -> Result<i64, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let watermark: i64 =
+        sqlx::query_scalar("SELECT watermark FROM projection_state FOR UPDATE").fetch_one(&mut *tx).await?;
+    let positions: Vec<i64> =
+        sqlx::query_scalar("SELECT position FROM applied_events WHERE position > $1 ORDER BY position LIMIT $2")
+            .bind(watermark)
+            .bind(batch)
+            .fetch_all(&mut *tx)
+            .await?;
+    let mut next = watermark;
+    for p in positions {
+        if p != next + 1 {
+            break;
+        }
+        next = p;
+    }
+    if next != watermark {
+        sqlx::query("UPDATE projection_state SET watermark = $1").bind(next).execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(next)
+}
