@@ -50,7 +50,6 @@ impl DeliveryHandler for HistoryHandler {
                     return Outcome::Ack;
                 }
                 Ok(Applied::Gap { expected }) if check == GAP_CHECKS => {
-                    self.metrics.gaps.with_label_values(&["consumer"]).inc();
                     return Outcome::Defer {
                         reason: format!(
                             "gap: order {} expects version {expected}, this event (position {}) is version {}",
@@ -59,6 +58,9 @@ impl DeliveryHandler for HistoryHandler {
                     };
                 }
                 Ok(Applied::Gap { .. }) => {
+                    if check == 0 {
+                        self.metrics.gaps.with_label_values(&["consumer"]).inc();
+                    }
                     tokio::time::sleep(pause).await;
                     pause *= 2;
                 }
