@@ -24,6 +24,7 @@ pub const ROUTING_PREFIX: &str = "history.";
 
 /// The kinds of event an order's stream holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum EventType {
     /// The saga started. Payload: `definition`, `definition_version`, `order` (the submitted
     /// [`OrderRequest`](crate::order::OrderRequest)), `total_cents` (since schema 2).
@@ -116,6 +117,7 @@ pub fn current_schema(t: EventType) -> u32 {
 
 /// Who caused an event, what it belongs to, and when it was recorded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EventMetadata {
     /// The message (reply, notice) or request that caused it, when there was one.
     pub causation_id: Option<Uuid>,
@@ -126,6 +128,7 @@ pub struct EventMetadata {
 
 /// One event of an order's stream, as subscribers and the feed see it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HistoryEvent {
     /// Global position in the store: 1, 2, 3 ... in commit order, no gaps.
     pub position: i64,
@@ -136,6 +139,8 @@ pub struct HistoryEvent {
     pub event_type: EventType,
     /// The payload's schema version (always [`current_schema`] of the type once upcast).
     pub schema_version: u32,
+    /// What the event records (see [`EventType`] for each type's fields).
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub payload: Value,
     pub metadata: EventMetadata,
     /// The saga's status right after the event (`RUNNING`, `COMPENSATING`, `COMPLETED`,
@@ -155,20 +160,49 @@ impl HistoryEvent {
         self.event_type.routing_key()
     }
 
-    /// JSON body bytes.
-    pub fn encode(&self) -> Vec<u8> {
-        // A struct of strings, numbers and JSON values always serializes.
-        serde_json::to_vec(self).unwrap_or_default()
-    }
-
     /// Decode a history message body.
     pub fn decode(body: &[u8]) -> Result<HistoryEvent, DecodeError> {
         serde_json::from_slice(body).map_err(|e| DecodeError::Body { message_type: "history", source: e })
     }
 }
 
+const ROUTING_KEYS: [&str; 9] = [
+    "history.saga.started",
+    "history.reply.received",
+    "history.reply.ignored",
+    "history.deadline.passed",
+    "history.command.dead_lettered",
+    "history.notice.received",
+    "history.operator.acted",
+    "history.saga.abandoned",
+    "history.timeline.recorded",
+];
+
+impl crate::Message for HistoryEvent {
+    fn message_type(&self) -> &'static str {
+        self.routing_key()
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        // A struct of strings, numbers and JSON values always serializes.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    fn decode(message_type: &str, _schema_version: u32, body: &[u8]) -> Result<Self, DecodeError> {
+        if !ROUTING_KEYS.contains(&message_type) {
+            return Err(DecodeError::UnknownType(message_type.to_owned()));
+        }
+        HistoryEvent::decode(body)
+    }
+
+    fn all_types() -> &'static [&'static str] {
+        &ROUTING_KEYS
+    }
+}
+
 /// One page of the global feed (`GET /events?after=<position>&limit=`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FeedPage {
     /// Events with `position > after`, in position order, at most `limit`.
     pub events: Vec<HistoryEvent>,
@@ -182,6 +216,8 @@ mod tests {
 
     #[test]
     fn routing_keys_are_the_prefix_and_the_type() {
+        use crate::Message;
+        assert_eq!(HistoryEvent::all_types(), EventType::ALL.map(EventType::routing_key));
         for t in EventType::ALL {
             assert_eq!(t.routing_key(), format!("{ROUTING_PREFIX}{}", t.as_str()));
             assert_eq!(EventType::parse(t.as_str()), Some(t));

@@ -1,5 +1,5 @@
-//! The orchestrator's HTTP API (axum): `POST /orders`, `GET /sagas/{id}`,
-//! `GET /sagas?status=&incident=`. Errors are `application/problem+json`; a client mistake is
+//! The orchestrator's HTTP API (axum): `POST /orders`, `GET /sagas/{id}` (with `?at=`: as it was
+//! then, folded from its events), `GET /sagas?status=&incident=`. Errors are `application/problem+json`; a client mistake is
 //! always a 4xx. Each handler carries its OpenAPI description (`#[utoipa::path]`), registered with
 //! it by `routes!`; the answers are typed, so their schemas are the ones serialized.
 
@@ -21,6 +21,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::engine::{Engine, EngineError};
+use crate::history;
 use crate::kernel::{Incident, SagaDefinition, SagaState, SagaStatus, StepStatus};
 use crate::openapi::{SagaStatusName, StepKindName, StepStatusName};
 use crate::sagas::order::OrderSaga;
@@ -118,24 +119,51 @@ fn engine_problem(e: EngineError) -> Problem {
     }
 }
 
-/// One saga: where it is, and how it got there.
+/// The query of `GET /sagas/{id}`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct SagaQuery {
+    /// Time travel: the saga as it was at this moment (RFC 3339, e.g. `2026-12-01T14:00:00Z`),
+    /// folded from its events recorded by then.
+    #[param(value_type = Option<String>, format = DateTime)]
+    at: Option<String>,
+}
+
+/// One saga: where it is, and how it got there; with `?at=`, where it was then.
 #[utoipa::path(get, path = "/sagas/{id}", tag = TAG_SAGAS,
-    params(("id" = Uuid, Path, description = "The saga's id")),
+    params(("id" = Uuid, Path, description = "The saga's id"), SagaQuery),
     responses(
-        (status = 200, description = "The saga", body = SagaDetail),
-        (status = 400, description = "The id is not a UUID", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such saga", body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "The saga (as of `at`, when given)", body = SagaDetail),
+        (status = 400, description = "The id is not a UUID, or `at` not an RFC 3339 time", body = Problem,
+         content_type = "application/problem+json"),
+        (status = 404, description = "No such saga (at `at`: it had not started yet)", body = Problem,
+         content_type = "application/problem+json"),
+        (status = 409, description = "`at` is before the event store recorded the saga's history", body = Problem,
+         content_type = "application/problem+json"),
     ))]
-async fn get_saga(State(engine): State<Arc<Engine>>, id: Result<Path<Uuid>, PathRejection>) -> Response {
+async fn get_saga(
+    State(engine): State<Arc<Engine>>,
+    id: Result<Path<Uuid>, PathRejection>,
+    query: Result<Query<SagaQuery>, QueryRejection>,
+) -> Response {
     let Ok(Path(id)) = id else {
         return Problem::bad_request("the saga id must be a UUID").into_response();
     };
+    let Ok(Query(q)) = query else {
+        return Problem::bad_request("at must be an RFC 3339 time").into_response();
+    };
+    if let Some(at) = q.at.as_deref() {
+        return match DateTime::parse_from_rfc3339(at) {
+            Ok(at) => as_of(&engine, id, at.with_timezone(&Utc)).await,
+            Err(_) => Problem::bad_request("at must be an RFC 3339 time, e.g. 2026-12-01T14:00:00Z").into_response(),
+        };
+    }
     let saga = match store::get(&engine.pool, id).await {
         Ok(Some(s)) => s,
         Ok(None) => return Problem::not_found(format!("no saga {id}")).into_response(),
         Err(e) => return Problem::from(e).into_response(),
     };
-    let timeline = match store::timeline(&engine.pool, id).await {
+    let timeline = match store::timeline(&engine.pool, id, None).await {
         Ok(t) => t,
         Err(e) => return Problem::from(e).into_response(),
     };
@@ -143,6 +171,74 @@ async fn get_saga(State(engine): State<Arc<Engine>>, id: Result<Path<Uuid>, Path
         summary: summary(&saga),
         order: saga.data.clone(),
         version: saga.version,
+        as_of: None,
+        timeline: timeline.iter().map(timeline_entry).collect(),
+    };
+    Json(detail).into_response()
+}
+
+/// `GET /sagas/{id}?at=`: the saga folded from the events recorded by `at`.
+async fn as_of(engine: &Engine, id: Uuid, at: DateTime<Utc>) -> Response {
+    let read = async {
+        let rows = history::feed::stream_until(&engine.pool, id, at).await?;
+        let timeline = store::timeline(&engine.pool, id, Some(at)).await?;
+        Ok::<_, sqlx::Error>((rows, timeline))
+    };
+    let (rows, timeline) = match read.await {
+        Ok(read) => read,
+        Err(e) => return Problem::from(e).into_response(),
+    };
+    let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
+        return Problem::not_found(format!("saga {id} had not started at {at}")).into_response();
+    };
+    let stored: Vec<_> = rows.iter().map(|r| r.stored()).collect();
+    let started = match history::upcast::upcast(&first.event_type, first.schema_version, first.payload.clone())
+        .map_err(|e| e.to_string())
+        .and_then(|(_, p)| serde_json::from_value::<history::Started>(p).map_err(|e| e.to_string()))
+    {
+        Ok(started) => started,
+        Err(why) => {
+            return Problem::new(StatusCode::CONFLICT, "history-unreadable", "The saga's history cannot be folded")
+                .detail(format!("its first event does not record its start: {why}"))
+                .into_response();
+        }
+    };
+    let (name, version) = (started.definition.as_str(), started.definition_version);
+    let folded = history::fold::order_of(name, version, &started.order)
+        .and_then(|order| history::fold(name, version, id, order.as_ref(), None, &stored));
+    let state = match folded {
+        Ok(Some(state)) => state,
+        Ok(None) => return Problem::not_found(format!("saga {id} had not started at {at}")).into_response(),
+        Err(e) => {
+            return Problem::new(StatusCode::CONFLICT, "history-unreadable", "The saga's history cannot be folded")
+                .detail(format!("as of {at}: {e}"))
+                .into_response();
+        }
+    };
+    let view = SagaView {
+        id,
+        definition: started.definition.clone(),
+        definition_version: i32::try_from(version).unwrap_or(i32::MAX),
+        status: state.status.as_str().to_owned(),
+        current_step: state.current_step_name().map(str::to_owned),
+        state: serde_json::to_value(&state).unwrap_or(Value::Null),
+        data: started.order.clone(),
+        version: last.version,
+        deadline: None,
+        attempt: i32::try_from(state.attempt).unwrap_or(i32::MAX),
+        failure_reason: state.failure_reason.clone(),
+        attention: None,
+        incident_since: None,
+        created_at: first.at,
+        updated_at: last.at,
+        finished_at: state.status.is_terminal().then_some(last.at),
+        tail: Value::Array(Vec::new()),
+    };
+    let detail = SagaDetail {
+        summary: summary(&view),
+        order: started.order,
+        version: last.version,
+        as_of: Some(at),
         timeline: timeline.iter().map(timeline_entry).collect(),
     };
     Json(detail).into_response()
@@ -314,15 +410,23 @@ pub struct SagaDetail {
     /// The order as submitted.
     #[schema(value_type = Object)]
     pub order: Value,
-    /// Counts the saga's changes.
+    /// The saga's stream version: how many events it has (had, as of `as_of`).
     pub version: i64,
+    /// With `?at=`: the moment this answer describes (no deadline or attention then: those are
+    /// not part of the history).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub as_of: Option<DateTime<Utc>>,
     /// Oldest first.
     pub timeline: Vec<TimelineEntry>,
 }
 
-/// One entry of a saga's timeline.
+/// One entry of a saga's timeline: one event of its stream.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TimelineEntry {
+    /// The event's version in the saga's stream (1 for its start).
+    pub version: i64,
+    /// The event's type, e.g. `saga.started`, `reply.received`, `deadline.passed`.
+    pub event_type: String,
     pub at: DateTime<Utc>,
     /// What happened, e.g. `started`, `reply`, `timeout`, `operator`.
     pub kind: String,
@@ -357,8 +461,21 @@ pub struct SentMessage {
     pub attempt: Option<u32>,
 }
 
+/// The saga's state now: its snapshot with the events after it folded; `None` if that cannot be
+/// read (the saga is then shown without its steps).
+fn current_state(s: &SagaView) -> Option<SagaState> {
+    let snapshot: SagaState = serde_json::from_value(s.state.clone()).ok()?;
+    let tail: Vec<history::Stored> = serde_json::from_value(s.tail.clone()).ok()?;
+    if tail.is_empty() {
+        return Some(snapshot);
+    }
+    let version = u32::try_from(s.definition_version).ok()?;
+    let order = history::fold::order_of(&s.definition, version, &s.data).ok()?;
+    history::fold(&s.definition, version, s.id, order.as_ref(), Some(snapshot), &tail).ok().flatten()
+}
+
 fn summary(s: &SagaView) -> SagaSummary {
-    let state: Option<SagaState> = serde_json::from_value(s.state.clone()).ok();
+    let state = current_state(s);
     let def = u32::try_from(s.definition_version).ok().and_then(|v| OrderSaga::find(&s.definition, v));
     let kinds = def.map(|d| d.steps()).unwrap_or_default();
     let steps = state
@@ -399,6 +516,8 @@ fn summary(s: &SagaView) -> SagaSummary {
 
 fn timeline_entry(e: &EventView) -> TimelineEntry {
     TimelineEntry {
+        version: e.version,
+        event_type: e.event_type.clone(),
         at: e.at,
         kind: e.kind.clone(),
         status: e.status.clone(),

@@ -3,10 +3,13 @@
 //! Layout:
 //! - [`kernel`]: the pure saga state machine (`transition(state, input) -> (state, effects)`).
 //! - [`sagas`]: saga definitions, one file per saga, each a table of steps.
-//! - [`engine`]: the kernel wrapped with IO: lock the saga row, transition, write state +
-//!   timeline + outbox in one transaction; the reply consumer.
+//! - [`engine`]: the kernel wrapped with IO: load the saga (snapshot + events folded), transition,
+//!   append the event with the saga's columns and the outbox in one transaction; the reply
+//!   consumer.
+//! - [`history`]: the event store: streams, folds and snapshots, upcasting, the sequencer that
+//!   numbers and publishes committed events, the global feed and time travel.
 //! - [`scanner`]: step deadlines: re-send, compensate or fail.
-//! - [`store`]: the `sagas` and `saga_events` tables.
+//! - [`store`]: the `sagas` rows (snapshots and query columns) and appends to `saga_events`.
 //! - [`api`] and [`validate`]: the HTTP API and its input rules; [`openapi`]: what its OpenAPI
 //!   document (`GET /openapi.json`) says beyond the derived shapes.
 //! - [`admin`]: the operator API (bearer token): dead letters and saga verbs; [`audit`]: its trail.
@@ -20,6 +23,7 @@ pub mod api;
 pub mod audit;
 pub mod auditor;
 pub mod engine;
+pub mod history;
 pub mod kernel;
 pub mod metrics;
 pub mod openapi;
@@ -55,13 +59,22 @@ pub async fn build(settings: OrchestratorSettings) -> Result<Application, Startu
     let metrics = SagaMetrics::register(&platform.metrics.registry)
         .map_err(|e| StartupError::Invalid(format!("metrics: {e}")))?;
     metrics.init(&sagas::order::OrderSaga::LATEST);
+    let sequencer_waker = history::sequencer::SequencerWaker::default();
     let engine = Arc::new(Engine::new(
         platform.db.clone(),
         Arc::new(settings),
         platform.waker.clone(),
         metrics,
         platform.metrics.clone(),
+        sequencer_waker.clone(),
     ));
+    let sequencer = history::sequencer::Sequencer {
+        pool: platform.db.clone(),
+        waker: sequencer_waker,
+        outbox: platform.waker.clone(),
+        metrics: engine.metrics.clone(),
+        interval: engine.settings.sequence_interval,
+    };
     let scanner_engine = engine.clone();
     let admin = admin::Admin {
         pool: platform.db.clone(),
@@ -97,5 +110,6 @@ pub async fn build(settings: OrchestratorSettings) -> Result<Application, Startu
         .routes(admin::router(admin))
         .consume(ORCHESTRATOR_QUEUE, ReplyHandler(engine))
         .job("timeout_scanner", move |token| scanner::run(scanner_engine.clone(), token))
+        .job("history_sequencer", move |token| sequencer.clone().run(token))
         .job("saga_gauges", move |token| metrics::refresh(sources.clone(), gauges.clone(), GAUGE_INTERVAL, token)))
 }

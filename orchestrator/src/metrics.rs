@@ -52,6 +52,12 @@ pub struct SagaMetrics {
     /// Violations the last consistency audit found. Labels: kind.
     pub audit_violations: IntGaugeVec,
     pub audit_runs: IntCounter,
+    /// Appends that lost to a concurrent append to the same stream (and were decided again).
+    pub append_conflicts: IntCounter,
+    /// Events the sequencer numbered and queued on `saga.events`. Labels: type.
+    pub history_sequenced: IntCounterVec,
+    /// The highest global position numbered.
+    pub history_head: IntGauge,
 }
 
 impl SagaMetrics {
@@ -152,6 +158,24 @@ impl SagaMetrics {
                 registry.register(Box::new(c.clone()))?;
                 c
             },
+            append_conflicts: {
+                let c = IntCounter::new(
+                    "saga_append_conflicts_total",
+                    "Event appends that found their stream moved on meanwhile, and were decided again.",
+                )?;
+                registry.register(Box::new(c.clone()))?;
+                c
+            },
+            history_sequenced: counter(
+                "saga_history_events_total",
+                "Events given their global position and queued on saga.events, by type.",
+                &["type"],
+            )?,
+            history_head: {
+                let g = IntGauge::new("saga_history_head_position", "The highest global position in the event store.")?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
         })
     }
 }
@@ -170,6 +194,9 @@ impl SagaMetrics {
         }
         for reason in Ignored::ALL {
             self.replies_ignored.with_label_values(&[reason.as_str()]);
+        }
+        for t in contracts::history::EventType::ALL {
+            self.history_sequenced.with_label_values(&[t.as_str()]);
         }
         for verb in [Verb::Retry, Verb::Compensate, Verb::Resolve] {
             for outcome in ["applied", "refused", "error"] {

@@ -34,6 +34,12 @@ pub struct OrchestratorSettings {
     pub admin_operators: Vec<crate::admin::Operator>,
     /// Where the consistency auditor reads each participant's API and the outside systems'.
     pub audit: crate::auditor::AuditUrls,
+    /// A saga's state is snapshotted in its row every this many events (and when it ends), so
+    /// loading it folds at most this many events (`ORCHESTRATOR_SNAPSHOT_EVERY`, 1 to 1000).
+    pub snapshot_every: u32,
+    /// The history sequencer numbers committed events at least this often (it is also woken by
+    /// this process's commits).
+    pub sequence_interval: Duration,
 }
 
 impl OrchestratorSettings {
@@ -55,6 +61,8 @@ impl OrchestratorSettings {
             admin_operators: crate::admin::parse_operators(&env.string("ADMIN_TOKENS", ""))
                 .map_err(|m| env.invalid("ADMIN_TOKENS", &m))?,
             audit: audit_urls(&env),
+            snapshot_every: env.between("SNAPSHOT_EVERY", 10, 1, 1000)?,
+            sequence_interval: env.millis("SEQUENCE_INTERVAL_MS", 500)?,
         };
         for (key, url) in [
             ("AUDIT_INVENTORY_URL", Some(&settings.audit.inventory)),
@@ -101,6 +109,8 @@ impl OrchestratorSettings {
                 gateway: None,
                 carrier: None,
             },
+            snapshot_every: 10,
+            sequence_interval: Duration::from_millis(200),
         }
     }
 

@@ -81,6 +81,8 @@ pub struct TestConfig {
     /// `ORCHESTRATOR_ADMIN_TOKENS` of the orchestrators.
     pub admin_tokens: &'static str,
     pub queue_type: contracts::topology::QueueType,
+    /// `ORCHESTRATOR_SNAPSHOT_EVERY`: a saga's state is snapshotted every this many events.
+    pub snapshot_every: u32,
 }
 
 impl TestConfig {
@@ -121,6 +123,7 @@ impl Default for TestConfig {
             max_retry_rounds: 5,
             admin_tokens: "alice=alice-secret-token",
             queue_type: contracts::topology::QueueType::Classic,
+            snapshot_every: 10,
         }
     }
 }
@@ -284,6 +287,7 @@ impl TestPlatform {
                 s.admin_operators =
                     orchestrator::admin::parse_operators(self.config.admin_tokens).expect("admin tokens");
                 s.audit = self.audit_urls();
+                s.snapshot_every = self.config.snapshot_every;
                 orchestrator::build(s).await
             }
             Service::Inventory => inventory::build(inventory::InventorySettings::for_tests(common)).await,

@@ -29,7 +29,8 @@ use uuid::Uuid;
 
 use super::{Actor, Admin, TAG};
 use crate::audit;
-use crate::store::{self, TimelineEntry};
+use crate::history::Recorded;
+use crate::store::{self, StoreError, TimelineEntry};
 
 /// Most messages one request looks at in a queue.
 const MAX_SCAN: usize = 1000;
@@ -607,25 +608,33 @@ async fn record(
     };
     audit::record(&mut tx, &row).await?;
     if let Some(saga_id) = saga_id {
-        let status: Option<String> =
-            sqlx::query_scalar("SELECT status FROM sagas WHERE id = $1").bind(saga_id).fetch_optional(&mut *tx).await?;
-        if let Some(status) = status {
+        // Locked, so the append below cannot lose to another.
+        let saga: Option<(String, i64, Option<String>)> =
+            sqlx::query_as("SELECT status, version, failure_reason FROM sagas WHERE id = $1 FOR UPDATE")
+                .bind(saga_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some((status, version, failure_reason)) = saga {
             let what = ty.as_deref().unwrap_or("message");
             let note = match action {
                 Action::Replay => format!("{what} replayed from {queue} by {actor}"),
                 Action::Discard => format!("{what} discarded from {queue} by {actor}: {}", reason.unwrap_or("")),
             };
             let entry = TimelineEntry {
+                event: Recorded::notice(action.as_str(), &note),
                 kind: "operator",
                 status: &status,
                 step: None,
+                failure_reason: failure_reason.as_deref(),
                 note: &note,
                 cause_message_id: id.as_deref().and_then(|id| Uuid::parse_str(id).ok()),
                 cause_type: ty.as_deref(),
                 sent: json!([]),
             };
-            store::note(&mut tx, saga_id, &entry).await?;
-            store::set_attention(&mut tx, saga_id, &note).await?;
+            store::note(&mut tx, saga_id, version, &entry, Some(&note)).await.map_err(|e| match e {
+                StoreError::Db(e) => e,
+                other => sqlx::Error::Protocol(other.to_string()),
+            })?;
         }
     }
     tx.commit().await

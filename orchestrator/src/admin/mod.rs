@@ -6,7 +6,8 @@
 //! - saga verbs ([`sagas`]): `POST /admin/sagas/{id}/retry`, `POST /admin/sagas/{id}/compensate`,
 //!   `POST /admin/sagas/{id}/resolve` (`{"note": "..."}`; `409` where the verb makes no sense);
 //! - `GET /admin/audit?limit=&saga_id=`: every operator action, newest first;
-//! - `GET /admin/audit/consistency?since=` ([`consistency`]): run the consistency auditor.
+//! - `GET /admin/audit/consistency?since=` ([`consistency`]): run the consistency auditor;
+//! - `GET /events?after=&limit=` ([`events`]): the event store's global feed.
 //!
 //! Layout: [`auth`] (operators and the bearer check), [`dlq`] (broker access), [`sagas`] (verbs,
 //! through the engine); the audit trail itself is [`crate::audit`]. Each handler carries its
@@ -16,6 +17,7 @@
 pub mod auth;
 mod consistency;
 mod dlq;
+mod events;
 mod sagas;
 
 use std::sync::Arc;
@@ -70,6 +72,7 @@ pub fn router(admin: Admin) -> OpenApiRouter {
         .routes(routes!(sagas::resolve))
         .routes(routes!(audit))
         .routes(routes!(consistency::consistency))
+        .routes(routes!(events::feed))
         .route_layer(middleware::from_fn_with_state(admin.operators.clone(), auth::authorize))
         .with_state(admin);
     operators_only(api.get_openapi_mut(), &queues);

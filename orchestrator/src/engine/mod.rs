@@ -1,7 +1,9 @@
 //! The saga engine: the pure kernel wrapped with IO. For every input (a new order, a reply, a
-//! notice, a passed deadline, an operator's verb) it locks the saga row, asks
-//! [`kernel::transition`] what to do with the definition version the saga started on, and writes
-//! the new state, the timeline entry and the outgoing commands/events (outbox) in one statement.
+//! notice, a passed deadline, an operator's verb) it loads the saga (snapshot plus the events
+//! after it, folded), asks [`kernel::transition`] what to do with the definition version the saga
+//! started on, and appends the event at the version it loaded, with the saga's columns and the
+//! outgoing commands/events (outbox), in one statement. When another append got there first, it
+//! loads and decides again ([`Engine::retrying`]).
 //!
 //! Layout: this file (starting sagas, [`Engine::decide`], persistence of a transition);
 //! `replies` (the reply consumer: replies and notices); `timeouts` (deadlines, and sagas that
@@ -12,6 +14,7 @@ mod replies;
 mod timeouts;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use contracts::order::OrderRequest;
@@ -22,8 +25,12 @@ use infra::outbox::{self, OutboxWaker};
 pub use replies::ReplyHandler;
 use serde_json::{Value, json};
 use sqlx::{PgConnection, PgPool};
+use tokio_retry::RetryIf;
+use tokio_retry::strategy::{ExponentialBackoff, jitter};
 use uuid::Uuid;
 
+use crate::history::sequencer::SequencerWaker;
+use crate::history::{self, FoldError, Recorded};
 use crate::kernel::{self, Decision, Effect, Input, Policy, SagaDefinition, SagaState};
 use crate::metrics::SagaMetrics;
 use crate::sagas::order::OrderSaga;
@@ -52,6 +59,13 @@ pub enum EngineError {
     /// not fit): a reply for it is not consumed, so it can be applied once that is fixed.
     #[error("saga {0} cannot be driven by this orchestrator now (see its incident)")]
     Undriveable(Uuid),
+    /// The saga's stream cannot be folded into a state.
+    #[error("saga {id}: its history cannot be folded: {source}")]
+    History {
+        id: Uuid,
+        #[source]
+        source: FoldError,
+    },
     /// Something that cannot happen did (a kernel or storage invariant broke).
     #[error("invariant broken: {0}")]
     Invariant(String),
@@ -60,7 +74,17 @@ pub enum EngineError {
 impl EngineError {
     /// The saga's stored state or order cannot be read: retrying cannot help.
     pub fn is_unreadable(&self) -> bool {
-        matches!(self, EngineError::CorruptData { .. } | EngineError::Store(StoreError::CorruptState { .. }))
+        matches!(
+            self,
+            EngineError::CorruptData { .. }
+                | EngineError::History { .. }
+                | EngineError::Store(StoreError::CorruptState { .. })
+        )
+    }
+
+    /// Another append to the saga's stream won: loading and deciding again will do.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, EngineError::Store(StoreError::Conflict { .. }))
     }
 }
 
@@ -100,8 +124,12 @@ pub struct Engine {
     pub waker: OutboxWaker,
     pub metrics: SagaMetrics,
     pub plumbing: infra::metrics::Metrics,
+    pub sequencer: SequencerWaker,
     policy: Policy,
 }
+
+/// How many times an input is decided again after losing to a concurrent append to its stream.
+pub const CONFLICT_RETRIES: usize = 8;
 
 impl Engine {
     pub fn new(
@@ -110,13 +138,14 @@ impl Engine {
         waker: OutboxWaker,
         metrics: SagaMetrics,
         plumbing: infra::metrics::Metrics,
+        sequencer: SequencerWaker,
     ) -> Self {
         let policy = Policy {
             max_attempts: settings.max_attempts,
             max_compensation_attempts: settings.max_compensation_attempts,
             max_attempts_after_pivot: settings.max_attempts_after_pivot,
         };
-        Engine { pool, settings, waker, metrics, plumbing, policy }
+        Engine { pool, settings, waker, metrics, plumbing, sequencer, policy }
     }
 
     /// The definition new sagas start on.
@@ -150,9 +179,19 @@ impl Engine {
             data: &data,
             deadline: planned.deadline,
             idempotency_key,
+            expected_version: 0,
+            snapshot: true,
+            step_changed: true,
         };
+        let started = history::Started {
+            definition: def.name().to_owned(),
+            definition_version: def.version(),
+            order: data.clone(),
+            total_cents: order.total_cents().unwrap_or_default(),
+        };
+        let event = Recorded::input(&Input::Start, self.policy, Some(&started));
         let mut tx = self.pool.begin().await?;
-        if !store::insert(&mut tx, &write, &planned.entry(&state, &note, &Cause::of("started"))).await? {
+        if !store::insert(&mut tx, &write, &planned.entry(&state, &note, &Cause::of("started"), event)).await? {
             // Lost a race with the same key.
             tx.rollback().await?;
             let key = idempotency_key.unwrap_or_default();
@@ -163,7 +202,7 @@ impl Engine {
         }
         outbox::enqueue(&mut tx, &planned.messages).await?;
         tx.commit().await?;
-        self.waker.wake();
+        self.wake();
         self.metrics.started.with_label_values(&[def.name()]).inc();
         tracing::info!(saga_id = %saga_id, customer_id = %order.customer_id, "saga started");
         Ok(Started { saga_id, status: state.status.as_str().to_owned(), created: true })
@@ -177,9 +216,41 @@ impl Engine {
         }
     }
 
-    /// Run `input` against a locked saga on the definition version it started on, and write what
-    /// the kernel decided (state, timeline, outbox) in `tx`. The caller commits, and deals with an
-    /// ignored input or a refused verb its own way.
+    /// Wake the outbox relay and the history sequencer: a transaction that queued messages and
+    /// appended events committed.
+    fn wake(&self) {
+        self.waker.wake();
+        self.sequencer.wake();
+    }
+
+    /// Run `attempt` again (up to [`CONFLICT_RETRIES`] times, after a short jittered pause) while
+    /// it fails because another append to the saga's stream won; count each conflict.
+    async fn retrying<T, F, Fut>(&self, mut attempt: F) -> Result<T, EngineError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, EngineError>>,
+    {
+        let pauses = ExponentialBackoff::from_millis(2).max_delay(Duration::from_millis(50)).map(jitter);
+        RetryIf::start(pauses.take(CONFLICT_RETRIES), &mut attempt, |e: &EngineError| {
+            let conflict = e.is_conflict();
+            if conflict {
+                self.metrics.append_conflicts.inc();
+            }
+            conflict
+        })
+        .await
+    }
+
+    /// A loaded saga, its state folded up to the head of its stream.
+    fn caught_up(&self, saga: Option<Locked>) -> Result<Option<Locked>, EngineError> {
+        let Some(mut saga) = saga else { return Ok(None) };
+        history::catch_up(&mut saga).map_err(|source| EngineError::History { id: saga.id, source })?;
+        Ok(Some(saga))
+    }
+
+    /// Run `input` against a loaded saga on the definition version it started on, and append what
+    /// the kernel decided (event, saga columns, outbox) in `tx` at the version it was loaded at.
+    /// The caller commits, and deals with an ignored input or a refused verb its own way.
     async fn decide(
         &self,
         tx: &mut PgConnection,
@@ -187,21 +258,17 @@ impl Engine {
         input: Input<'_>,
         cause: &Cause<'_>,
     ) -> Result<Decision, EngineError> {
-        let decision = match OrderSaga::find(&saga.definition, saga.definition_version) {
-            Some(def) => {
-                let order = self.order_of(saga)?;
-                kernel::transition(&def, &self.policy, saga.id, &order, Some(&saga.state), input)
-            }
-            None => {
-                let why = format!(
-                    "definition {} v{} is unknown to this orchestrator",
-                    saga.definition, saga.definition_version
-                );
-                kernel::undriveable(&saga.state, &input, why)
-            }
+        // A saga no definition here knows is not driven: its order is not read (it may not even be).
+        let order = match OrderSaga::find(&saga.definition, saga.definition_version) {
+            Some(_) => Some(self.order_of(saga)?),
+            None => None,
         };
+        let (name, version) = (&saga.definition, saga.definition_version);
+        let decision =
+            history::fold::decide(name, version, &self.policy, saga.id, order.as_ref(), Some(&saga.state), input);
         if let Decision::Applied { state, effects, note } = &decision {
             let planned = self.plan(saga.id, effects, cause);
+            let next = saga.version + 1;
             let write = SagaWrite {
                 id: saga.id,
                 definition: &saga.definition,
@@ -210,8 +277,15 @@ impl Engine {
                 data: &saga.data,
                 deadline: planned.deadline,
                 idempotency_key: None,
+                expected_version: saga.version,
+                snapshot: state.status.is_terminal()
+                    || next - saga.snapshot_version >= i64::from(self.settings.snapshot_every),
+                step_changed: state.current_step_name() != saga.state.current_step_name()
+                    || state.action != saga.state.action
+                    || state.status != saga.state.status,
             };
-            store::update(tx, &write, &planned.entry(state, note, cause), &planned.messages).await?;
+            let event = Recorded::input(&input, self.policy, None);
+            store::update(tx, &write, &planned.entry(state, note, cause, event), &planned.messages).await?;
             self.observe(saga, state);
         }
         Ok(decision)
@@ -280,11 +354,13 @@ struct Planned {
 }
 
 impl Planned {
-    fn entry<'a>(&self, state: &'a SagaState, note: &'a str, cause: &Cause<'a>) -> TimelineEntry<'a> {
+    fn entry<'a>(&self, state: &'a SagaState, note: &'a str, cause: &Cause<'a>, event: Recorded) -> TimelineEntry<'a> {
         TimelineEntry {
+            event,
             kind: cause.kind,
             status: state.status.as_str(),
             step: state.current_step_name(),
+            failure_reason: state.failure_reason.as_deref(),
             note,
             cause_message_id: cause.message_id,
             cause_type: cause.message_type,

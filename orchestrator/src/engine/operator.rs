@@ -24,11 +24,19 @@ impl Engine {
     }
 
     async fn try_operate(&self, saga_id: Uuid, verb: Verb, actor: &str, note: &str) -> Result<SagaState, EngineError> {
+        self.retrying(|| self.operate_once(saga_id, verb, actor, note)).await
+    }
+
+    async fn operate_once(&self, saga_id: Uuid, verb: Verb, actor: &str, note: &str) -> Result<SagaState, EngineError> {
         let mut tx = self.pool.begin().await?;
-        let saga = match store::lock(&mut tx, saga_id).await {
+        let loaded = store::load(&mut tx, saga_id).await.map_err(EngineError::Store).and_then(|s| self.caught_up(s));
+        let saga = match loaded {
             Ok(Some(saga)) => saga,
             Ok(None) => return Err(EngineError::UnknownSaga(saga_id)),
-            Err(e) => return Err(EngineError::Store(e)),
+            Err(e) if e.is_unreadable() => {
+                return Err(EngineError::Refused(format!("{e}; the scanner ends it FAILED")));
+            }
+            Err(e) => return Err(e),
         };
         let input = Input::Operator { verb, actor, note };
         let state = match self.decide(&mut tx, &saga, input, &Cause::of("operator")).await {
@@ -55,7 +63,7 @@ impl Engine {
         };
         audit::record(&mut tx, &action).await?;
         tx.commit().await?;
-        self.waker.wake();
+        self.wake();
         tracing::info!(saga_id = %saga_id, verb = verb.as_str(), actor, status = state.status.as_str(), "operator action applied");
         Ok(state)
     }

@@ -1,6 +1,6 @@
 //! The reply consumer: `orchestrator.replies` deliveries into the engine. Replies are deduplicated
 //! by message id (orchestrator inbox, same transaction as the transition); replies the kernel
-//! ignores are written to the timeline and counted. Notices say why a command is stuck: a
+//! ignores are appended to the saga's stream (`reply.ignored`) and counted. Notices say why a command is stuck: a
 //! dead-lettered command of the pivot or a later step opens an incident, anything else is shown as
 //! the saga's `attention`.
 
@@ -14,14 +14,19 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::{Cause, Engine, EngineError};
+use crate::history::Recorded;
 use crate::kernel::{DeadLetter, Decision, Ignored, Input};
 use crate::store::{self, Locked, TimelineEntry};
 
 impl Engine {
     /// Apply one reply. Duplicates (same message id) change nothing.
     pub async fn apply_reply(&self, meta: &Meta, reply: &Reply) -> Result<(), EngineError> {
+        self.retrying(|| self.try_apply_reply(meta, reply)).await
+    }
+
+    async fn try_apply_reply(&self, meta: &Meta, reply: &Reply) -> Result<(), EngineError> {
         let mut tx = self.pool.begin().await?;
-        let (fresh, saga) = store::dedupe_and_lock(&mut tx, meta.message_id, &meta.message_type, meta.saga_id).await?;
+        let (fresh, saga) = store::dedupe_and_load(&mut tx, meta.message_id, &meta.message_type, meta.saga_id).await?;
         if !fresh {
             tx.rollback().await?;
             self.metrics.replies_ignored.with_label_values(&["duplicate"]).inc();
@@ -29,7 +34,7 @@ impl Engine {
             tracing::info!("duplicate reply ignored");
             return Ok(());
         }
-        let Some(saga) = saga else {
+        let Some(saga) = self.caught_up(saga)? else {
             tx.rollback().await?;
             return Err(EngineError::UnknownSaga(meta.saga_id));
         };
@@ -43,17 +48,19 @@ impl Engine {
                 return Err(EngineError::Undriveable(saga.id));
             }
             Decision::Applied { state, note, .. } => {
-                self.observe_step(&saga, reply);
                 tx.commit().await?;
-                self.waker.wake();
+                self.observe_step(&saga, reply);
+                self.wake();
                 tracing::info!(status = state.status.as_str(), note = %note, "saga advanced");
             }
             Decision::Ignored(why) => {
+                let note = format!("{} ignored ({})", meta.message_type, why.as_str());
+                let event = Recorded::ignored(&meta.message_type, why.as_str());
+                store::note(&mut tx, saga.id, saga.version, &entry(&saga, "ignored", &note, meta, event), None).await?;
+                tx.commit().await?;
+                self.sequencer.wake();
                 self.metrics.replies_ignored.with_label_values(&[why.as_str()]).inc();
                 tracing::info!(reason = why.as_str(), "reply ignored");
-                let note = format!("{} ignored ({})", meta.message_type, why.as_str());
-                store::note(&mut tx, saga.id, &entry(&saga, "ignored", &note, meta)).await?;
-                tx.commit().await?;
             }
             Decision::Refused(why) => return Err(EngineError::Invariant(format!("a reply was refused: {why}"))),
         }
@@ -75,8 +82,13 @@ impl Engine {
     /// dead-lettered command the saga cannot recover from by itself opens an incident; otherwise
     /// the notice becomes the status's `attention` and a timeline entry, changing no state.
     pub async fn apply_notice(&self, meta: &Meta, notice: &Notice) -> Result<(), EngineError> {
+        self.retrying(|| self.try_apply_notice(meta, notice)).await
+    }
+
+    async fn try_apply_notice(&self, meta: &Meta, notice: &Notice) -> Result<(), EngineError> {
         let mut tx = self.pool.begin().await?;
-        let (fresh, saga) = store::dedupe_and_lock(&mut tx, meta.message_id, &meta.message_type, meta.saga_id).await?;
+        let (fresh, saga) = store::dedupe_and_load(&mut tx, meta.message_id, &meta.message_type, meta.saga_id).await?;
+        let saga = self.caught_up(saga)?;
         let Some(saga) = saga.filter(|s| fresh && !s.state.status.is_terminal()) else {
             // A duplicate, a notice about a finished saga, or about no saga of ours: nothing to show.
             tx.commit().await?;
@@ -93,7 +105,7 @@ impl Engine {
                 Cause { kind: "incident", message_id: Some(meta.message_id), message_type: Some(&meta.message_type) };
             if let Decision::Applied { .. } = self.decide(&mut tx, &saga, Input::DeadLettered(&dead), &cause).await? {
                 tx.commit().await?;
-                self.waker.wake();
+                self.wake();
                 return Ok(());
             }
         }
@@ -104,20 +116,30 @@ impl Engine {
                 format!("command {} is in {} ({}: {})", d.message_type, d.dead_letter_queue, d.reason, d.error),
             ),
         };
-        store::note(&mut tx, saga.id, &entry(&saga, kind, &attention, meta)).await?;
-        store::set_attention(&mut tx, saga.id, &attention).await?;
+        let event = Recorded::notice(kind, &attention);
+        store::note(&mut tx, saga.id, saga.version, &entry(&saga, kind, &attention, meta, event), Some(&attention))
+            .await?;
         tx.commit().await?;
+        self.sequencer.wake();
         tracing::warn!(attention = %attention, "saga needs attention");
         Ok(())
     }
 }
 
-/// A timeline entry that changes nothing, caused by the message `meta` describes.
-fn entry<'a>(saga: &'a Locked, kind: &'static str, note: &'a str, meta: &'a Meta) -> TimelineEntry<'a> {
+/// An event that changes nothing, caused by the message `meta` describes.
+fn entry<'a>(
+    saga: &'a Locked,
+    kind: &'static str,
+    note: &'a str,
+    meta: &'a Meta,
+    event: Recorded,
+) -> TimelineEntry<'a> {
     TimelineEntry {
+        event,
         kind,
         status: saga.state.status.as_str(),
         step: saga.state.current_step_name(),
+        failure_reason: saga.state.failure_reason.as_deref(),
         note,
         cause_message_id: Some(meta.message_id),
         cause_type: Some(&meta.message_type),

@@ -41,7 +41,7 @@ impl Engine {
 
     async fn expire(&self, saga_id: Uuid) -> Result<(), EngineError> {
         let mut tx = self.pool.begin().await?;
-        let Some(saga) = store::lock_due(&mut tx, saga_id).await? else {
+        let Some(saga) = self.caught_up(store::lock_due(&mut tx, saga_id).await?)? else {
             // Moved on meanwhile, or another orchestrator has it.
             tx.rollback().await?;
             return Ok(());
@@ -53,7 +53,7 @@ impl Engine {
                 self.metrics.timeouts.with_label_values(&[&step]).inc();
                 tracing::warn!(saga_id = %saga.id, step, attempt, note = %note, "step deadline passed");
                 tx.commit().await?;
-                self.waker.wake();
+                self.wake();
             }
             Decision::Ignored(why) => {
                 // A deadline the kernel has no use for: clear it so it is not scanned again.
@@ -91,7 +91,7 @@ impl Engine {
         }
         outbox::enqueue(&mut tx, &planned.messages).await?;
         tx.commit().await?;
-        self.waker.wake();
+        self.wake();
         self.metrics.finished.with_label_values(&[remains.definition.as_str(), "FAILED", "unreadable"]).inc();
         tracing::error!(saga_id = %saga_id, %reason, "unreadable saga ended FAILED");
         Ok(())

@@ -41,8 +41,9 @@ pub use salvage::{Salvage, salvage};
 pub use state::{DeadLetter, Incident, SagaState, SagaStatus, StepRecord, StepStatus, incompatible};
 use uuid::Uuid;
 
-/// Retry limits, from configuration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Retry limits, from configuration. Recorded with every event a limit can decide, so a fold
+/// replays the limits that applied then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Policy {
     /// Sends of a compensatable step before it counts as failed.
     pub max_attempts: u32,
@@ -53,7 +54,8 @@ pub struct Policy {
 }
 
 /// What an operator asks of a saga.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Verb {
     Retry,
     Compensate,

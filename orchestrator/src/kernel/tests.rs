@@ -85,10 +85,40 @@ struct Run {
     attempts: Vec<u32>,
     /// Why each refused verb was refused.
     refused: Vec<String>,
+    /// The events the engine would have appended (applied inputs, ignored replies), and the state
+    /// after each: what the event store's fold is checked against.
+    events: Vec<crate::history::Stored>,
+    after: Vec<Option<SagaState>>,
 }
 
+/// Run `inputs` on the latest order saga, and check that its stream folds into the same state
+/// from its start and from a snapshot after every event.
 fn run(inputs: &[In]) -> Run {
-    run_on(&ORDER, inputs)
+    let r = run_on(&ORDER, inputs);
+    let data = order();
+    let fold = |from: Option<SagaState>, events: &[crate::history::Stored]| {
+        crate::history::fold(ORDER.name(), ORDER.version(), Uuid::from_u128(7), Some(&data), from, events)
+            .unwrap_or_else(|e| panic!("the stream of {inputs:?} does not fold: {e}"))
+    };
+    assert_eq!(fold(None, &r.events), r.state, "fold from the start of {inputs:?}");
+    for k in 1..=r.events.len() {
+        let snapshot = r.after[k - 1].clone();
+        assert_eq!(fold(snapshot, &r.events[k..]), r.state, "fold from a snapshot at {k} of {inputs:?}");
+    }
+    r
+}
+
+/// Record an event the engine appends, with the state after it.
+fn record(r: &mut Run, event: crate::history::Recorded) {
+    let stored = crate::history::Stored {
+        version: r.events.len() as i64 + 1,
+        event_type: event.event_type.as_str().to_owned(),
+        schema_version: event.schema_version(),
+        payload: event.payload,
+        at: chrono::DateTime::UNIX_EPOCH,
+    };
+    r.events.push(stored);
+    r.after.push(r.state.clone());
 }
 
 /// [`run`] on any definition whose data is an order.
@@ -96,6 +126,12 @@ fn run_on<D: SagaDefinition<Data = OrderRequest>>(def: &D, inputs: &[In]) -> Run
     let id = Uuid::from_u128(7);
     let data = order();
     let mut r = Run::default();
+    let started = crate::history::Started {
+        definition: def.name().to_owned(),
+        definition_version: def.version(),
+        order: serde_json::to_value(&data).unwrap(),
+        total_cents: data.total_cents().unwrap(),
+    };
     for input in inputs {
         let state = r.state.as_ref();
         let reply_value;
@@ -119,6 +155,7 @@ fn run_on<D: SagaDefinition<Data = OrderRequest>>(def: &D, inputs: &[In]) -> Run
             }
             In::Op(verb, note) => Input::Operator { verb, actor: "alice", note },
         };
+        let event = crate::history::Recorded::input(&input, POLICY, Some(&started));
         match transition(def, &POLICY, id, &data, state, input) {
             Decision::Applied { state, effects, note } => {
                 assert!(!note.is_empty());
@@ -140,8 +177,14 @@ fn run_on<D: SagaDefinition<Data = OrderRequest>>(def: &D, inputs: &[In]) -> Run
                     }
                 }
                 r.state = Some(state);
+                record(&mut r, event);
             }
-            Decision::Ignored(why) => r.ignored.push(why),
+            Decision::Ignored(why) => {
+                if let Input::Reply { message_type, .. } = input {
+                    record(&mut r, crate::history::Recorded::ignored(message_type, why.as_str()));
+                }
+                r.ignored.push(why)
+            }
             Decision::Refused(why) => r.refused.push(why),
         }
     }
