@@ -33,7 +33,7 @@ RUN cargo chef cook --release --locked --recipe-path recipe.json
 COPY . .
 RUN cargo build --release --locked --bins \
     && mkdir -p /out \
-    && for bin in orchestrator inventory payment shipping notification outside; do \
+    && for bin in orchestrator inventory payment shipping notification orders outside; do \
            cp "target/release/$bin" /out/; \
        done
 

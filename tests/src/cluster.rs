@@ -157,7 +157,7 @@ pub fn bin_dir() -> anyhow::Result<PathBuf> {
 pub fn build_binaries(bin_dir: &Path) -> anyhow::Result<()> {
     let mut cmd = Command::new(env!("CARGO"));
     cmd.args(["build", "--bins", "--quiet"]);
-    for p in ["orchestrator", "inventory", "payment", "shipping", "notification", "outside"] {
+    for p in ["orchestrator", "inventory", "payment", "shipping", "notification", "orders", "outside"] {
         cmd.args(["-p", p]);
     }
     if bin_dir.file_name().is_some_and(|n| n == "release") {

@@ -85,6 +85,7 @@ fn processes() -> Vec<Process> {
         p("payment", Some(Role::Payment), vec![payment::DEFAULT_PORT]),
         p("shipping", Some(Role::Shipping), vec![shipping::DEFAULT_PORT]),
         p("notification", Some(Role::Notification), vec![notification::DEFAULT_PORT]),
+        p("orders", Some(Role::Orders), vec![orders::DEFAULT_PORT]),
         p("outside", None, vec![outside::DEFAULT_GATEWAY_PORT, outside::DEFAULT_CARRIER_PORT]),
     ]
 }
@@ -162,6 +163,10 @@ fn wiring(p: &Process, role: Role) -> BTreeMap<String, String> {
         Role::Shipping => {
             vars.insert("SHIPPING_CARRIER_URL".into(), format!("http://outside:{}", outside::DEFAULT_CARRIER_PORT))
         }
+        Role::Orders => vars.insert(
+            "ORDERS_ORCHESTRATOR_URL".into(),
+            format!("http://orchestrator:{}", orchestrator::settings::DEFAULT_PORT),
+        ),
         _ => None,
     };
     vars
@@ -187,6 +192,18 @@ fn every_process_is_wired_by_the_variables_the_code_reads() {
             assert!(!operators.is_empty(), "the operator API has an operator");
             expected.push("ORCHESTRATOR_ADMIN_TOKENS".into());
         }
+        if p.name == "orders" {
+            // The read side reads the orchestrator's feed with one of its operator tokens.
+            let orchestrator = env_of(&service(&compose, "orchestrator"));
+            let operators = orchestrator::admin::parse_operators(&orchestrator["ORCHESTRATOR_ADMIN_TOKENS"]).unwrap();
+            assert!(
+                operators.iter().any(|o| o.token == env["ORDERS_FEED_TOKEN"]),
+                "ORDERS_FEED_TOKEN is an operator's"
+            );
+            let admins = orders::auth::Tokens::parse(&env["ORDERS_ADMIN_TOKENS"]).expect("valid operator tokens");
+            assert!(!admins.is_empty(), "the rebuild endpoint has an operator");
+            expected.extend(["ORDERS_FEED_TOKEN".into(), "ORDERS_ADMIN_TOKENS".into()]);
+        }
         expected.push("RUST_LOG".into());
         let actual: Vec<&String> = env.keys().collect();
         expected.sort();
@@ -205,6 +222,10 @@ fn processes_wait_for_what_they_need_to_be_healthy() {
         };
         if matches!(p.role, Some(Role::Payment | Role::Shipping)) {
             needs.push("outside");
+        }
+        // The read side is ready once it has read the orchestrator's feed.
+        if p.role == Some(Role::Orders) {
+            needs.push("orchestrator");
         }
         for dependency in &needs {
             let condition = s["depends_on"][*dependency]["condition"].as_str();

@@ -4,7 +4,8 @@
 //! running platform with our `prometheus.yml` and `alerts.yml` while orders complete, compensate,
 //! wait on an open breaker, dead-letter and stop in an incident. Every PromQL expression of every
 //! Grafana dashboard must parse and return data, every alert rule must evaluate without error over
-//! series that exist, and the dead-letter alert must fire.
+//! series that exist, and the dead-letter alert must fire. The read side (`orders`) runs beside the
+//! platform, reading its orchestrator's feed, so that its dashboard is proven too.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -70,7 +71,7 @@ impl Drop for Prometheus {
 impl Prometheus {
     /// Our `prometheus.yml` and `alerts.yml`, scraping every second, with target files naming this
     /// platform's processes and the local RabbitMQ's Prometheus plugin.
-    async fn start(p: &TestPlatform) -> Prometheus {
+    async fn start(p: &TestPlatform, read_side: &str) -> Prometheus {
         let dir = std::env::temp_dir().join(format!("saga-prometheus-{}", uuid::Uuid::now_v7()));
         std::fs::create_dir_all(dir.join("targets")).expect("prometheus dir");
         let config = std::fs::read_to_string(deploy("prometheus/prometheus.yml")).expect("prometheus.yml");
@@ -82,6 +83,7 @@ impl Prometheus {
         let mut targets: Vec<(&str, String)> =
             Service::ALL.iter().map(|s| (s.name(), p.url(*s).trim_start_matches("http://").to_owned())).collect();
         targets.push(("rabbitmq", "127.0.0.1:15692".to_owned()));
+        targets.push(("orders", read_side.trim_start_matches("http://").to_owned()));
         for (job, target) in targets {
             let file = dir.join("targets").join(format!("{job}.json"));
             std::fs::write(file, json!([{"targets": [target]}]).to_string()).expect("write targets");
@@ -213,11 +215,13 @@ async fn drive(p: &TestPlatform) {
 #[tokio::test]
 async fn dashboards_and_alerts_read_real_data_from_a_running_platform_and_the_dead_letter_alert_fires() {
     let p = TestPlatform::running(config()).await;
-    let prom = Prometheus::start(&p).await;
+    let read_side = ReadSide::start(&p).await;
+    let prom = Prometheus::start(&p, &read_side.url).await;
     drive(&p).await;
     // Every process's exposition passes promtool's lint.
-    for service in Service::ALL {
-        let text = p.http.get(format!("{}/metrics", p.url(service))).send().await.unwrap().text().await.unwrap();
+    let urls = Service::ALL.iter().map(|s| (s.name(), p.url(*s))).chain([("orders", read_side.url.clone())]);
+    for (name, url) in urls {
+        let text = p.http.get(format!("{url}/metrics")).send().await.unwrap().text().await.unwrap();
         let mut lint = Command::new(tool("promtool"))
             .args(["check", "metrics"])
             .stdin(Stdio::piped())
@@ -228,7 +232,7 @@ async fn dashboards_and_alerts_read_real_data_from_a_running_platform_and_the_de
         std::io::Write::write_all(&mut lint.stdin.take().expect("stdin"), text.as_bytes()).expect("write metrics");
         let out = lint.wait_with_output().expect("promtool check metrics");
         let said = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success() && said.trim().is_empty(), "{}: promtool check metrics:\n{said}", service.name());
+        assert!(out.status.success() && said.trim().is_empty(), "{name}: promtool check metrics:\n{said}");
     }
     let alerts = eventually("the dead-letter alert fires", WAIT, || async {
         let body = p.get_json(&format!("{}/api/v1/alerts", prom.url)).await;
@@ -267,5 +271,39 @@ async fn dashboards_and_alerts_read_real_data_from_a_running_platform_and_the_de
         }
     }
     drop(prom);
+    read_side.stop().await;
     p.shutdown().await;
+}
+
+/// The read side on the platform's vhost (as its own broker user) with its own database, reading
+/// the platform's orchestrator's feed with an operator's token.
+struct ReadSide {
+    url: String,
+    token: tokio_util::sync::CancellationToken,
+    handle: tokio::task::JoinHandle<std::io::Result<()>>,
+    _db: infra::testing::TestDb,
+}
+
+impl ReadSide {
+    async fn start(p: &TestPlatform) -> ReadSide {
+        let db = infra::testing::TestDb::create("orders").await;
+        let common = infra::config::Settings::for_tests(
+            "orders",
+            p.users.amqp_url(contracts::topology::Role::Orders),
+            &db.url,
+        );
+        let operator = p.config.admin_tokens.split(',').next().unwrap_or_default();
+        let token = operator.split_once('=').map_or(operator, |(_, t)| t);
+        let settings =
+            orders::OrdersSettings::for_tests(common, &p.url(Service::Orchestrator), Some(token), p.config.admin_tokens);
+        let app = orders::build(settings).await.expect("orders starts");
+        let url = format!("http://{}", app.local_addr());
+        let (token, handle) = infra::testing::spawn_app(app);
+        ReadSide { url, token, handle, _db: db }
+    }
+
+    async fn stop(self) {
+        self.token.cancel();
+        self.handle.await.expect("orders ran").expect("orders stopped cleanly");
+    }
 }

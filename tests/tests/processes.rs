@@ -309,6 +309,13 @@ async fn infra_dev_up_restarts_a_process_that_dies_and_stops_everything_on_sigte
         envs.push(env(&format!("{prefix}_HTTP_ADDR"), format!("127.0.0.1:{port}")));
         urls.push(format!("http://127.0.0.1:{port}"));
     }
+    // The read side (`up` starts it last, reading the orchestrator's feed): its own database and
+    // port; its feed token and orchestrator URL are what infra/dev derives.
+    let orders_db = infra::testing::TestDb::create("orders").await;
+    let orders_port = free_port().expect("a port");
+    envs.push(env("ORDERS_DATABASE_URL", orders_db.url.clone()));
+    envs.push(env("ORDERS_HTTP_ADDR", format!("127.0.0.1:{orders_port}")));
+    urls.push(format!("http://127.0.0.1:{orders_port}"));
     let output = state.join("up.out");
     let out = std::fs::File::create(&output).expect("output file");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/dev");

@@ -6,3 +6,4 @@ CREATE DATABASE saga_inventory;
 CREATE DATABASE saga_payment;
 CREATE DATABASE saga_shipping;
 CREATE DATABASE saga_notification;
+CREATE DATABASE saga_orders;
