@@ -287,15 +287,16 @@ struct ReadSide {
 impl ReadSide {
     async fn start(p: &TestPlatform) -> ReadSide {
         let db = infra::testing::TestDb::create("orders").await;
-        let common = infra::config::Settings::for_tests(
-            "orders",
-            p.users.amqp_url(contracts::topology::Role::Orders),
-            &db.url,
-        );
+        let common =
+            infra::config::Settings::for_tests("orders", p.users.amqp_url(contracts::topology::Role::Orders), &db.url);
         let operator = p.config.admin_tokens.split(',').next().unwrap_or_default();
         let token = operator.split_once('=').map_or(operator, |(_, t)| t);
-        let settings =
-            orders::OrdersSettings::for_tests(common, &p.url(Service::Orchestrator), Some(token), p.config.admin_tokens);
+        let settings = orders::OrdersSettings::for_tests(
+            common,
+            &p.url(Service::Orchestrator),
+            Some(token),
+            p.config.admin_tokens,
+        );
         let app = orders::build(settings).await.expect("orders starts");
         let url = format!("http://{}", app.local_addr());
         let (token, handle) = infra::testing::spawn_app(app);
