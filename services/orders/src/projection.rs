@@ -157,11 +157,19 @@ pub async fn apply_in(tx: &mut PgConnection, event: &Event) -> Result<Applied, s
     Ok(Applied::Applied { previous_status })
 }
 
-/// Drop every projection row and dedupe record (the start of a rebuild), in one transaction. The
-/// `TRUNCATE` waits for the applies in flight and blocks new ones until it commits.
+/// Drop every projection row and dedupe record (the start of a rebuild), in one transaction. It
+/// waits for the applies in flight and blocks new ones until it commits. Locks are taken in the
+/// order everyone else takes them (the state row as the watermark does, then the tables in the
+/// order [`apply_in`] writes them), so that it never deadlocks with them.
 pub async fn reset(pool: &PgPool) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;
-    sqlx::query("TRUNCATE order_summaries, daily_sales, daily_compensations, applied_events").execute(&mut *tx).await?;
+    sqlx::query("SELECT watermark FROM projection_state FOR UPDATE").execute(&mut *tx).await?;
+    sqlx::query(
+        "LOCK TABLE applied_events, order_summaries, daily_sales, daily_compensations IN ACCESS EXCLUSIVE MODE",
+    )
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("TRUNCATE applied_events, order_summaries, daily_sales, daily_compensations").execute(&mut *tx).await?;
     sqlx::query("UPDATE projection_state SET watermark = 0, rebuilt_at = now(), rebuilds = rebuilds + 1")
         .execute(&mut *tx)
         .await?;

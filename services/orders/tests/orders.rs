@@ -507,7 +507,7 @@ async fn a_rebuild_during_a_load_ends_equal_row_by_row_to_a_projection_never_reb
     assert_eq!(head as usize, BATCHES * 5 * 3);
     assert!(at_rebuild < head, "the load went on during the rebuild: {at_rebuild} of {head}");
     let client = reqwest::Client::new();
-    eventually("the rebuild finished", WAIT, || async {
+    let status = eventually("the rebuild finished", WAIT, || async {
         let s: Value = client
             .get(format!("{}/admin/rebuild", rebuilt.base))
             .bearer_auth(ADMIN_TOKEN)
@@ -520,6 +520,7 @@ async fn a_rebuild_during_a_load_ends_equal_row_by_row_to_a_projection_never_reb
         (s["running"] == false && s["finished_at"].is_string()).then_some(s)
     })
     .await;
+    assert!(status["error"].is_null(), "the rebuild did not fail: {status}");
     for side in [&live, &rebuilt] {
         eventually("caught up with the head", WAIT, || async { (side.watermark().await == head).then_some(()) }).await;
     }
