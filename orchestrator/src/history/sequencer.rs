@@ -113,6 +113,9 @@ impl Sequencer {
         }
         let mut meta = Meta::new(row.saga_id, event.routing_key());
         meta.causation_id = row.cause_message_id;
+        // Not a span of the saga's trace: the sequencer publishes after the fact, under no span of
+        // the flow, and the event's own cause is in its metadata.
+        meta.traceparent = None;
         Outgoing::new(EVENTS_EXCHANGE, false, meta, &event)
     }
 }
