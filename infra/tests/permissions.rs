@@ -3,7 +3,7 @@
 //! publishes, consumes, parks for a delayed retry and dead-letters with its own user, in any start
 //! order; the orchestrator reads and replays every dead-letter queue. And a role cannot touch what
 //! is not its own: payment cannot consume `inventory.commands`, send a command or an event, declare
-//! or delete another's queue.
+//! or delete another's queue; the read side (orders) sends nothing and reads only its own queue.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -27,6 +27,8 @@ use uuid::Uuid;
 
 const WAIT: Duration = Duration::from_secs(20);
 const PARTICIPANTS: [Role; 4] = [Role::Inventory, Role::Payment, Role::Shipping, Role::Notification];
+/// Every role with a queue the orchestrator's messages reach: the participants and the read side.
+const CONSUMERS: [Role; 5] = [Role::Inventory, Role::Payment, Role::Shipping, Role::Notification, Role::Orders];
 
 fn part(role: Role) -> Topology {
     Topology::new(QueueType::Classic, 5).for_role(role)
@@ -49,6 +51,7 @@ fn message(exchange: &str, routing_key: &str, mandatory: bool) -> Outgoing {
 fn to_participant(role: Role) -> Outgoing {
     match role {
         Role::Notification => message(EVENTS_EXCHANGE, "order.completed", true),
+        Role::Orders => message(EVENTS_EXCHANGE, "history.saga.started", true),
         _ => message(COMMANDS_EXCHANGE, &format!("{}.release", role.name()), true),
     }
 }
@@ -87,7 +90,7 @@ fn consume(
         retry_delay: Duration::from_millis(50),
         max_retry_rounds: 3,
         shutdown_timeout: Duration::from_secs(2),
-        notices: role != Role::Orchestrator,
+        notices: PARTICIPANTS.contains(&role),
         redeclare: Some(Arc::new(part(role))),
     };
     let publisher = Arc::new(Publisher::new(broker.clone()));
@@ -107,28 +110,32 @@ async fn every_role_declares_publishes_and_consumes_its_own_part_with_its_own_us
     let vhost = TestVhost::create("perms").await;
     let users = TestUsers::create(&vhost).await;
     // Participants first, on an empty vhost: each needs nobody else's declarations.
-    for role in PARTICIPANTS.into_iter().chain([Role::Orchestrator]) {
+    for role in CONSUMERS.into_iter().chain([Role::Orchestrator]) {
         infra::amqp::topology::declare(&broker_as(&users, role), &part(role))
             .await
             .unwrap_or_else(|e| panic!("{role:?} declares its part: {e}"));
     }
     let orchestrator = broker_as(&users, Role::Orchestrator);
     let sent = Publisher::new(orchestrator.clone());
-    for role in PARTICIPANTS {
+    for role in CONSUMERS {
         sent.publish(&to_participant(role)).await.unwrap_or_else(|e| panic!("command or event to {role:?}: {e}"));
     }
     let token = CancellationToken::new();
     let mut runs = Vec::new();
-    for role in PARTICIPANTS {
+    for role in CONSUMERS {
         let handler = Arc::new(RetryThenDeadLetter::default());
         runs.push(consume(&users, role, handler, &token));
+        if role == Role::Orders {
+            continue; // the read side sends nothing
+        }
         // Its reply, mandatory: routed to orchestrator.replies, which the orchestrator declared.
         let reply = message(REPLIES_EXCHANGE, &format!("{}.released", role.name()), true);
         Publisher::new(broker_as(&users, role)).publish(&reply).await.unwrap_or_else(|e| panic!("{role:?}: {e}"));
     }
     // The participants park their message (saga.retry, back through the default exchange), then
-    // dead-letter it (saga.dlx) and tell the orchestrator (a notice on saga.replies).
-    for role in PARTICIPANTS {
+    // dead-letter it (saga.dlx) and tell the orchestrator (a notice on saga.replies); the read side
+    // does the same without a notice.
+    for role in CONSUMERS {
         let dlq = topology::dead_letter_queue(role.queue());
         eventually(&format!("{dlq} holds the message"), WAIT, || async {
             (depth(&orchestrator, &dlq).await == 1).then_some(())
@@ -154,7 +161,7 @@ async fn every_role_declares_publishes_and_consumes_its_own_part_with_its_own_us
 /// was first sent (a command, an event, or for the orchestrator's own, a reply).
 async fn replay_every_dead_letter(orchestrator: &Broker, sent: &Publisher) {
     let queues: Vec<String> = part(Role::Orchestrator).dead_letter_queues().map(|q| q.name.clone()).collect();
-    assert_eq!(queues.len(), 5, "{queues:?}");
+    assert_eq!(queues.len(), 6, "{queues:?}");
     for dlq in queues {
         let m = eventually(&format!("a message in {dlq}"), WAIT, || get_message(orchestrator, &dlq)).await;
         let exchange = m.header_str(contracts::envelope::headers::ORIGINAL_EXCHANGE).expect("original exchange");
@@ -213,4 +220,18 @@ async fn a_role_cannot_touch_another_roles_queues_nor_send_what_is_not_its_own()
     assert!(refused(got), "the orchestrator reads payment.commands.retry");
     let ch = orchestrator.channel().await.expect("channel");
     assert!(ch.basic_get("payment.commands.dlq".into(), BasicGetOptions { no_ack: true }).await.is_ok());
+    // The read side sends nothing (no event, no reply, no command), and reads only its own queue.
+    let orders = broker_as(&users, Role::Orders);
+    let sender = Publisher::new(orders.clone());
+    for out in [
+        message(COMMANDS_EXCHANGE, "inventory.release", false),
+        message(EVENTS_EXCHANGE, "history.saga.started", false),
+        message(REPLIES_EXCHANGE, "payment.voided", false),
+    ] {
+        assert!(sender.publish(&out).await.is_err(), "orders publishes to {}", out.exchange);
+    }
+    let ch = orders.channel().await.expect("channel");
+    assert!(ch.basic_get(topology::ORDERS_QUEUE.into(), BasicGetOptions { no_ack: true }).await.is_ok());
+    let ch = orders.channel().await.expect("channel");
+    assert!(refused(ch.basic_get(topology::NOTIFICATION_QUEUE.into(), BasicGetOptions { no_ack: true }).await));
 }
