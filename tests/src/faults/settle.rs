@@ -89,12 +89,17 @@ async fn look(probe: &Probe) -> anyhow::Result<Busy> {
     Ok(busy)
 }
 
-/// Messages ready in the platform's queues whose role `wanted` accepts.
+/// Messages ready in the platform's queues whose role `wanted` accepts. The read side's queues
+/// (`orders.history` and its own) are left out: the fault cluster runs no read side, so the
+/// history the orchestrator publishes rests there, and it is no work of the saga platform's.
 pub async fn depth(broker: &Broker, wanted: impl Fn(QueueRole) -> bool) -> anyhow::Result<u64> {
     let channel = broker.channel().await?;
     let passive = QueueDeclareOptions { passive: true, ..Default::default() };
     let mut sum = 0;
-    for q in Topology::new(QueueType::Classic, 5).queues.iter().filter(|q| wanted(q.role)) {
+    let read_side = |q: &&contracts::topology::Queue| {
+        q.name == contracts::topology::ORDERS_QUEUE || q.owner.as_deref() == Some(contracts::topology::ORDERS_QUEUE)
+    };
+    for q in Topology::new(QueueType::Classic, 5).queues.iter().filter(|q| wanted(q.role) && !read_side(q)) {
         let declared = channel.queue_declare(q.name.as_str().into(), passive, FieldTable::default()).await?;
         sum += u64::from(declared.message_count());
     }
