@@ -42,7 +42,7 @@ async fn start() -> Running {
 }
 
 /// The orchestrator's API, as the README lists it.
-const ROUTES: [(&str, &str); 17] = [
+const ROUTES: [(&str, &str); 18] = [
     ("GET", "/health/live"),
     ("GET", "/health/ready"),
     ("GET", "/metrics"),
