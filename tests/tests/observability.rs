@@ -259,7 +259,7 @@ async fn dashboards_and_alerts_read_real_data_from_a_running_platform_and_the_de
         .iter()
         .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
         .collect();
-    assert_eq!(rules.len(), 10, "every rule of alerts.yml is loaded");
+    assert_eq!(rules.len(), 11, "every rule of alerts.yml is loaded");
     for rule in &rules {
         let (name, query) = (rule["name"].as_str().unwrap(), rule["query"].as_str().unwrap());
         assert_eq!(rule["health"], "ok", "{name}: {rule}");

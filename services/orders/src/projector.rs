@@ -147,11 +147,10 @@ impl Projector {
             }
             report.position = last;
             progress(last, page.head);
-            // Everything up to `last` is applied now (by us or before us).
-            sqlx::query("UPDATE projection_state SET watermark = GREATEST(watermark, $1)")
-                .bind(last)
-                .execute(&self.pool)
-                .await?;
+            // Everything up to `last` is applied now (by us or before us); the watermark is moved
+            // from the applied positions themselves, so a reset racing this replay cannot leave it
+            // past what is applied.
+            self.advance_watermark().await?;
             if last >= page.head {
                 return Ok(report);
             }
@@ -227,18 +226,23 @@ impl Projector {
         }
     }
 
-    /// One poll: the head from the feed, the watermark from the applied positions, the lag.
-    pub async fn poll(&self) -> Result<(i64, i64), String> {
-        let head = self.feed.page(0, Some(1)).await;
+    /// Move the watermark as far as the applied positions allow; the new watermark.
+    async fn advance_watermark(&self) -> Result<i64, sqlx::Error> {
         let mut watermark = 0;
         loop {
             let before = watermark;
-            watermark = projection::advance_watermark(&self.pool, WATERMARK_BATCH).await.map_err(|e| e.to_string())?;
+            watermark = projection::advance_watermark(&self.pool, WATERMARK_BATCH).await?;
             if watermark - before < WATERMARK_BATCH {
-                break;
+                self.metrics.watermark.set(watermark);
+                return Ok(watermark);
             }
         }
-        self.metrics.watermark.set(watermark);
+    }
+
+    /// One poll: the head from the feed, the watermark from the applied positions, the lag.
+    pub async fn poll(&self) -> Result<(i64, i64), String> {
+        let head = self.feed.page(0, Some(1)).await;
+        let watermark = self.advance_watermark().await.map_err(|e| e.to_string())?;
         let mut seen = lock(&self.seen);
         seen.watermark = watermark;
         match head {
