@@ -32,7 +32,8 @@ pub const UNKNOWN_CURRENCY: &str = "unknown";
 /// The reason a compensation is counted under when the saga gives none.
 pub const UNKNOWN_REASON: &str = "unknown";
 
-/// Apply `event` in one transaction on `pool`.
+/// Apply `event` in one transaction on `pool`: at most five round trips (BEGIN, [`apply_in`]'s
+/// three statements, COMMIT).
 pub async fn apply(pool: &PgPool, event: &Event) -> Result<Applied, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let applied = apply_in(&mut tx, event).await?;
@@ -43,7 +44,9 @@ pub async fn apply(pool: &PgPool, event: &Event) -> Result<Applied, sqlx::Error>
     Ok(applied)
 }
 
-/// Apply `event` inside the caller's transaction (rolled back by the caller on a gap).
+/// Apply `event` inside the caller's transaction (rolled back by the caller on a gap): at most
+/// three statements, the dedupe record, the order's row (read and locked) and one write of the
+/// summary and the day's rows.
 pub async fn apply_in(tx: &mut PgConnection, event: &Event) -> Result<Applied, sqlx::Error> {
     let recorded: Option<i64> = sqlx::query_scalar(
         "INSERT INTO applied_events (position, order_id, version, event_type) VALUES ($1, $2, $3, $4)
@@ -74,49 +77,6 @@ pub async fn apply_in(tx: &mut PgConnection, event: &Event) -> Result<Applied, s
         return Ok(Applied::Gap { expected: last + 1 });
     }
     let previous_status = current.as_ref().map(|c| c.0.clone());
-    match &event.started {
-        Some(s) => {
-            sqlx::query(
-                "INSERT INTO order_summaries (order_id, customer_id, currency, total_cents, item_count, status, step,
-                     failure_reason, created_at, updated_at, version, last_position)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, $11)
-                 ON CONFLICT (order_id) DO UPDATE SET customer_id = $2, currency = $3, total_cents = $4,
-                     item_count = $5, status = $6, step = $7, failure_reason = $8, updated_at = $9, version = $10,
-                     last_position = $11",
-            )
-            .bind(event.order_id)
-            .bind(&s.customer_id)
-            .bind(&s.currency)
-            .bind(s.total_cents)
-            .bind(s.item_count)
-            .bind(&event.status)
-            .bind(&event.step)
-            .bind(&event.failure_reason)
-            .bind(event.recorded_at)
-            .bind(event.version)
-            .bind(event.position)
-            .execute(&mut *tx)
-            .await?;
-        }
-        None => {
-            sqlx::query(
-                "INSERT INTO order_summaries (order_id, status, step, failure_reason, created_at, updated_at, version,
-                     last_position)
-                 VALUES ($1, $2, $3, $4, $5, $5, $6, $7)
-                 ON CONFLICT (order_id) DO UPDATE SET status = $2, step = $3, failure_reason = $4, updated_at = $5,
-                     version = $6, last_position = $7",
-            )
-            .bind(event.order_id)
-            .bind(&event.status)
-            .bind(&event.step)
-            .bind(&event.failure_reason)
-            .bind(event.recorded_at)
-            .bind(event.version)
-            .bind(event.position)
-            .execute(&mut *tx)
-            .await?;
-        }
-    }
     let day: NaiveDate = event.recorded_at.date_naive();
     let (total, currency) = match (&event.started, &current) {
         (Some(s), _) => (Some(s.total_cents), Some(s.currency.clone())),
@@ -127,33 +87,53 @@ pub async fn apply_in(tx: &mut PgConnection, event: &Event) -> Result<Applied, s
     let started = i64::from(event.started.is_some());
     let entered = |status: &str| event.status == status && previous_status.as_deref() != Some(status);
     let completed = i64::from(entered("COMPLETED"));
-    if started + completed > 0 {
-        sqlx::query(
-            "INSERT INTO daily_sales (day, currency, orders_started, orders_completed, revenue_cents)
-             VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (day, currency) DO UPDATE SET orders_started = daily_sales.orders_started + $3,
-                 orders_completed = daily_sales.orders_completed + $4,
-                 revenue_cents = daily_sales.revenue_cents + $5",
-        )
-        .bind(day)
-        .bind(&currency)
-        .bind(started)
-        .bind(completed)
-        .bind(completed * total.unwrap_or(0))
-        .execute(&mut *tx)
-        .await?;
-    }
-    if entered("COMPENSATED") {
-        let reason = event.failure_reason.clone().unwrap_or_else(|| UNKNOWN_REASON.to_owned());
-        sqlx::query(
-            "INSERT INTO daily_compensations (day, reason, compensations) VALUES ($1, $2, 1)
-             ON CONFLICT (day, reason) DO UPDATE SET compensations = daily_compensations.compensations + 1",
-        )
-        .bind(day)
-        .bind(reason)
-        .execute(&mut *tx)
-        .await?;
-    }
+    let compensated = entered("COMPENSATED");
+    let reason = event.failure_reason.as_deref().unwrap_or(UNKNOWN_REASON);
+    // One statement: the summary (the order's fields only from `saga.started`, kept otherwise),
+    // then the day's sales when the event starts or completes an order, then the day's
+    // compensations when it enters COMPENSATED. The tables are locked in this order as the
+    // statement is analysed, the order [`reset`] takes them in.
+    sqlx::query(
+        "WITH summary AS (
+             INSERT INTO order_summaries (order_id, customer_id, currency, total_cents, item_count, status, step,
+                 failure_reason, created_at, updated_at, version, last_position)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, $11)
+             ON CONFLICT (order_id) DO UPDATE SET customer_id = COALESCE($2, order_summaries.customer_id),
+                 currency = COALESCE($3, order_summaries.currency),
+                 total_cents = COALESCE($4, order_summaries.total_cents),
+                 item_count = COALESCE($5, order_summaries.item_count), status = $6, step = $7, failure_reason = $8,
+                 updated_at = $9, version = $10, last_position = $11
+         ), sales AS (
+             INSERT INTO daily_sales (day, currency, orders_started, orders_completed, revenue_cents)
+             SELECT $12, $13, $14, $15, $16 WHERE $14 + $15 > 0
+             ON CONFLICT (day, currency) DO UPDATE SET orders_started = daily_sales.orders_started + $14,
+                 orders_completed = daily_sales.orders_completed + $15,
+                 revenue_cents = daily_sales.revenue_cents + $16
+         )
+         INSERT INTO daily_compensations (day, reason, compensations)
+         SELECT $12, $17, 1 WHERE $18
+         ON CONFLICT (day, reason) DO UPDATE SET compensations = daily_compensations.compensations + 1",
+    )
+    .bind(event.order_id)
+    .bind(event.started.as_ref().map(|s| &s.customer_id))
+    .bind(event.started.as_ref().map(|s| &s.currency))
+    .bind(event.started.as_ref().map(|s| s.total_cents))
+    .bind(event.started.as_ref().map(|s| s.item_count))
+    .bind(&event.status)
+    .bind(&event.step)
+    .bind(&event.failure_reason)
+    .bind(event.recorded_at)
+    .bind(event.version)
+    .bind(event.position)
+    .bind(day)
+    .bind(&currency)
+    .bind(started)
+    .bind(completed)
+    .bind(completed * total.unwrap_or(0))
+    .bind(reason)
+    .bind(compensated)
+    .execute(&mut *tx)
+    .await?;
     Ok(Applied::Applied { previous_status })
 }
 
