@@ -157,27 +157,32 @@ pub async fn reset(pool: &PgPool) -> Result<(), sqlx::Error> {
 }
 
 /// Advance the watermark (every position up to it is applied) as far as the applied positions
-/// allow, reading at most `batch` of them; the new watermark.
-pub async fn advance_watermark(pool: &PgPool, batch: i64) -> Result<i64, sqlx::Error> {
+/// allow; the new watermark. The state row is locked first (as [`reset`] locks it); then one
+/// statement finds the first missing position after the watermark (the n-th applied position past
+/// it is not watermark + n) and moves the watermark to just before it, or to the last applied
+/// position when none is missing. The scan runs in position order and stops at the first hole.
+pub async fn advance_watermark(pool: &PgPool) -> Result<i64, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let watermark: i64 =
         sqlx::query_scalar("SELECT watermark FROM projection_state FOR UPDATE").fetch_one(&mut *tx).await?;
-    let positions: Vec<i64> =
-        sqlx::query_scalar("SELECT position FROM applied_events WHERE position > $1 ORDER BY position LIMIT $2")
-            .bind(watermark)
-            .bind(batch)
-            .fetch_all(&mut *tx)
-            .await?;
-    let mut next = watermark;
-    for p in positions {
-        if p != next + 1 {
-            break;
-        }
-        next = p;
-    }
-    if next != watermark {
-        sqlx::query("UPDATE projection_state SET watermark = $1").bind(next).execute(&mut *tx).await?;
-    }
+    let moved: Option<i64> = sqlx::query_scalar(
+        "WITH next AS (
+             SELECT COALESCE(
+                 (SELECT $1 + run.n - 1
+                  FROM (SELECT position, row_number() OVER (ORDER BY position) AS n
+                        FROM applied_events WHERE position > $1) run
+                  WHERE run.position <> $1 + run.n
+                  ORDER BY run.position LIMIT 1),
+                 (SELECT max(position) FROM applied_events WHERE position > $1),
+                 $1
+             ) AS watermark
+         )
+         UPDATE projection_state SET watermark = next.watermark FROM next WHERE next.watermark <> $1
+         RETURNING projection_state.watermark",
+    )
+    .bind(watermark)
+    .fetch_optional(&mut *tx)
+    .await?;
     tx.commit().await?;
-    Ok(next)
+    Ok(moved.unwrap_or(watermark))
 }

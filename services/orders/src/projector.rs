@@ -85,9 +85,6 @@ pub struct Projector {
     requested: Arc<Notify>,
 }
 
-/// How many applied positions the watermark walks through at most per statement.
-const WATERMARK_BATCH: i64 = 50_000;
-
 impl Projector {
     pub fn new(pool: PgPool, feed: Feed, metrics: OrdersMetrics, lag_threshold: i64) -> Self {
         Projector {
@@ -228,15 +225,9 @@ impl Projector {
 
     /// Move the watermark as far as the applied positions allow; the new watermark.
     async fn advance_watermark(&self) -> Result<i64, sqlx::Error> {
-        let mut watermark = 0;
-        loop {
-            let before = watermark;
-            watermark = projection::advance_watermark(&self.pool, WATERMARK_BATCH).await?;
-            if watermark - before < WATERMARK_BATCH {
-                self.metrics.watermark.set(watermark);
-                return Ok(watermark);
-            }
-        }
+        let watermark = projection::advance_watermark(&self.pool).await?;
+        self.metrics.watermark.set(watermark);
+        Ok(watermark)
     }
 
     /// One poll: the head from the feed, the watermark from the applied positions, the lag.
