@@ -58,6 +58,15 @@ macro_rules! message_enum {
             $($(#[$vmeta])* $variant($payload),)+
         }
 
+        impl $name {
+            /// The body as a JSON value (what [`Message::encode`](crate::Message::encode) writes),
+            /// without going through bytes.
+            pub fn to_json(&self) -> serde_json::Value {
+                // Plain structs of strings and numbers always serialize.
+                match self { $(Self::$variant(p) => serde_json::to_value(p),)+ }.unwrap_or_default()
+            }
+        }
+
         impl $crate::Message for $name {
             fn message_type(&self) -> &'static str {
                 match self { $(Self::$variant(_) => $ty,)+ }

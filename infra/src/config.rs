@@ -98,6 +98,11 @@ impl Env {
         Ok(v)
     }
 
+    /// The variable `key` is read from: the one that is set, else `<PREFIX>_<KEY>`.
+    pub fn name(&self, key: &str) -> String {
+        self.lookup(key).map_or_else(|| format!("{}_{key}", self.prefix), |(var, _)| var)
+    }
+
     /// An error about `key` as it is set now.
     pub fn invalid(&self, key: &str, message: &str) -> ConfigError {
         let (var, value) = self.lookup(key).unwrap_or_else(|| (format!("{}_{key}", self.prefix), String::new()));

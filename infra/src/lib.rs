@@ -13,7 +13,8 @@
 //!   handle in one transaction with the reply, hand the outcome to the transport.
 //! - [`http`]: health, readiness, `/metrics`, `problem+json` errors, serving with graceful shutdown;
 //!   [`http_metrics`]: requests and latency by route.
-//! - [`paging`]: `?after=&limit=` paging of the read APIs that list everything.
+//! - [`paging`]: `?after=&limit=` paging of the read APIs that list everything; [`operators`]:
+//!   operator tokens and the bearer check of operator routes.
 //! - [`openapi`]: the OpenAPI document every process serves at `/openapi.json`, generated from
 //!   the same router that serves its routes.
 //! - [`resilience`]: circuit breakers and retries around calls to outside systems.
@@ -34,6 +35,7 @@ pub mod metrics;
 pub mod openapi;
 #[cfg(feature = "testing")]
 pub mod openapi_checks;
+pub mod operators;
 pub mod outbox;
 pub mod paging;
 pub mod participant;

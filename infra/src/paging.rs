@@ -1,7 +1,9 @@
 //! Paging by id for the read APIs that list everything (the consistency auditor reads whole
-//! tables through them): `?after=<id>&limit=<n>`, answered with `{"items": [...], "next": <id or
-//! null>}`.
+//! tables through them): `?after=<id>&limit=<n>` (read and checked by the [`Paged`] extractor),
+//! answered with `{"items": [...], "next": <id or null>}`.
 
+use axum::extract::{FromRequestParts, Query};
+use axum::http::request::Parts;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -28,6 +30,24 @@ impl PageQuery {
         } else {
             Err(Problem::bad_request("`limit` must be between 1 and 1000"))
         }
+    }
+}
+
+/// `?after=&limit=` read and checked; a query that is not one is a `400` problem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Paged {
+    pub after: Option<Uuid>,
+    pub limit: i64,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Paged {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
+        let Query(q) = Query::<PageQuery>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| Problem::bad_request("`after` must be a UUID and `limit` a number"))?;
+        Ok(Paged { after: q.after, limit: q.limit()? })
     }
 }
 

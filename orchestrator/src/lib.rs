@@ -81,7 +81,7 @@ pub async fn build(settings: OrchestratorSettings) -> Result<Application, Startu
         broker: platform.broker.clone(),
         publisher: platform.publisher.clone(),
         topology: platform.topology.clone(),
-        operators: Arc::new(engine.settings.admin_operators.clone()),
+        operators: engine.settings.admin_operators.clone(),
         engine: engine.clone(),
         auditor: auditor::Auditor {
             pool: platform.db.clone(),

@@ -31,7 +31,7 @@ pub struct OrchestratorSettings {
     pub max_items: usize,
     /// Who may use the operator API (`ORCHESTRATOR_ADMIN_TOKENS=alice=<token>,bob=<token>`); none:
     /// the operator API refuses every call.
-    pub admin_operators: Vec<crate::admin::Operator>,
+    pub admin_operators: infra::operators::Operators,
     /// Where the consistency auditor reads each participant's API and the outside systems'.
     pub audit: crate::auditor::AuditUrls,
     /// A saga's state is snapshotted in its row every this many events (and when it ends), so
@@ -58,8 +58,7 @@ impl OrchestratorSettings {
             scan_interval: env.millis("SCAN_INTERVAL_MS", 1_000)?,
             max_body_bytes: env.at_least("MAX_BODY_BYTES", every_route, 1024)?,
             max_items: env.at_least("MAX_ITEMS", 100, 1)?,
-            admin_operators: crate::admin::parse_operators(&env.string("ADMIN_TOKENS", ""))
-                .map_err(|m| env.invalid("ADMIN_TOKENS", &m))?,
+            admin_operators: infra::operators::Operators::from_env(&env)?,
             audit: audit_urls(&env),
             snapshot_every: env.between("SNAPSHOT_EVERY", 10, 1, 1000)?,
             sequence_interval: env.millis("SEQUENCE_INTERVAL_MS", 500)?,
@@ -101,7 +100,7 @@ impl OrchestratorSettings {
             scan_interval: Duration::from_millis(200),
             max_body_bytes: 64 * 1024,
             max_items: 100,
-            admin_operators: Vec::new(),
+            admin_operators: infra::operators::Operators::default(),
             audit: crate::auditor::AuditUrls {
                 inventory: "http://127.0.0.1:8081".into(),
                 payment: "http://127.0.0.1:8082".into(),

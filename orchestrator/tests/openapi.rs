@@ -34,7 +34,9 @@ impl Drop for Running {
 async fn start() -> Running {
     let (vhost, db) = tokio::join!(TestVhost::create("orch_openapi"), TestDb::create("orch_openapi"));
     let mut settings = OrchestratorSettings::for_tests(&vhost.amqp_url, &db.url);
-    settings.admin_operators = orchestrator::admin::parse_operators(&format!("alice={TOKEN}")).expect("operators");
+    settings.admin_operators =
+        orchestrator::admin::Operators::parse(&format!("alice={TOKEN}"), "ORCHESTRATOR_ADMIN_TOKENS")
+            .expect("operators");
     let app = orchestrator::build(settings).await.expect("orchestrator starts");
     let base = format!("http://{}", app.local_addr());
     let (token, _handle) = spawn_app(app);

@@ -285,7 +285,8 @@ impl TestPlatform {
                 s.max_compensation_attempts = self.config.max_compensation_attempts;
                 s.scan_interval = Duration::from_millis(50).min(self.config.step_timeout);
                 s.admin_operators =
-                    orchestrator::admin::parse_operators(self.config.admin_tokens).expect("admin tokens");
+                    orchestrator::admin::Operators::parse(self.config.admin_tokens, "ORCHESTRATOR_ADMIN_TOKENS")
+                        .expect("admin tokens");
                 s.audit = self.audit_urls();
                 s.snapshot_every = self.config.snapshot_every;
                 orchestrator::build(s).await

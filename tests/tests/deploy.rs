@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use contracts::topology::{QueueType, Role, Topology};
+use infra::operators::Operators;
 use yaml_rust2::{Yaml, YamlLoader};
 
 fn repo() -> PathBuf {
@@ -188,19 +189,21 @@ fn every_process_is_wired_by_the_variables_the_code_reads() {
         }
         if p.name == "orchestrator" {
             let tokens = &env["ORCHESTRATOR_ADMIN_TOKENS"];
-            let operators = orchestrator::admin::parse_operators(tokens).expect("valid operator tokens");
+            let operators = Operators::parse(tokens, "ORCHESTRATOR_ADMIN_TOKENS").expect("valid operator tokens");
             assert!(!operators.is_empty(), "the operator API has an operator");
             expected.push("ORCHESTRATOR_ADMIN_TOKENS".into());
         }
         if p.name == "orders" {
             // The read side reads the orchestrator's feed with one of its operator tokens.
             let orchestrator = env_of(&service(&compose, "orchestrator"));
-            let operators = orchestrator::admin::parse_operators(&orchestrator["ORCHESTRATOR_ADMIN_TOKENS"]).unwrap();
+            let operators =
+                Operators::parse(&orchestrator["ORCHESTRATOR_ADMIN_TOKENS"], "ORCHESTRATOR_ADMIN_TOKENS").unwrap();
             assert!(
                 operators.iter().any(|o| o.token == env["ORDERS_FEED_TOKEN"]),
                 "ORDERS_FEED_TOKEN is an operator's"
             );
-            let admins = orders::auth::Tokens::parse(&env["ORDERS_ADMIN_TOKENS"]).expect("valid operator tokens");
+            let admins =
+                Operators::parse(&env["ORDERS_ADMIN_TOKENS"], "ORDERS_ADMIN_TOKENS").expect("valid operator tokens");
             assert!(!admins.is_empty(), "the rebuild endpoint has an operator");
             expected.extend(["ORDERS_FEED_TOKEN".into(), "ORDERS_ADMIN_TOKENS".into()]);
         }

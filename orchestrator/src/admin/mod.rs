@@ -9,12 +9,11 @@
 //! - `GET /admin/audit/consistency?since=` ([`consistency`]): run the consistency auditor;
 //! - `GET /events?after=&limit=` ([`events`]): the event store's global feed.
 //!
-//! Layout: [`auth`] (operators and the bearer check), [`dlq`] (broker access), [`sagas`] (verbs,
-//! through the engine); the audit trail itself is [`crate::audit`]. Each handler carries its
-//! OpenAPI description; [`router`] adds what every operator route shares (the bearer scheme, `401`,
-//! the names of the dead-letter queues).
+//! Layout: [`dlq`] (broker access), [`sagas`] (verbs, through the engine), `events` (the feed);
+//! the bearer check is [`infra::operators`], the audit trail itself [`crate::audit`]. Each handler
+//! carries its OpenAPI description; [`router`] adds what every operator route shares (the bearer
+//! scheme, `401`, the names of the dead-letter queues).
 
-pub mod auth;
 mod consistency;
 mod dlq;
 mod events;
@@ -22,7 +21,6 @@ mod sagas;
 
 use std::sync::Arc;
 
-pub use auth::{Actor, Operator, parse_operators};
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
@@ -31,12 +29,12 @@ use axum::response::{IntoResponse, Response};
 use contracts::topology::Topology;
 use infra::amqp::{Broker, Publisher};
 use infra::http::Problem;
-use infra::openapi::{OpenApiRouter, may_answer_problem, operations_mut};
+use infra::openapi::{OpenApiRouter, operations_mut};
+pub use infra::operators::{Actor, Operator, Operators};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::PgPool;
 use utoipa::openapi::path::ParameterIn;
-use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{OpenApi, RefOr, schema::Schema};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::routes;
@@ -44,8 +42,6 @@ use uuid::Uuid;
 
 use crate::engine::Engine;
 
-/// The name of the operators' security scheme in the OpenAPI document.
-pub const SECURITY_SCHEME: &str = "operator_token";
 const TAG: &str = "operator";
 
 #[derive(Clone)]
@@ -54,7 +50,7 @@ pub struct Admin {
     pub broker: Broker,
     pub publisher: Arc<Publisher>,
     pub topology: Topology,
-    pub operators: Arc<Vec<Operator>>,
+    pub operators: Operators,
     pub engine: Arc<Engine>,
     pub auditor: crate::auditor::Auditor,
 }
@@ -73,25 +69,18 @@ pub fn router(admin: Admin) -> OpenApiRouter {
         .routes(routes!(audit))
         .routes(routes!(consistency::consistency))
         .routes(routes!(events::feed))
-        .route_layer(middleware::from_fn_with_state(admin.operators.clone(), auth::authorize))
+        .route_layer(middleware::from_fn_with_state(admin.operators.clone(), infra::operators::authorize))
         .with_state(admin);
     operators_only(api.get_openapi_mut(), &queues);
     sagas::optional_notes(api.get_openapi_mut());
     api
 }
 
-/// What [`auth::authorize`] adds to every operator route: the bearer token, and `401` without it;
-/// and the dead-letter queues a `{queue}` may name.
+/// What [`infra::operators::authorize`] adds to every operator route (the bearer token, and `401`
+/// without it), and the dead-letter queues a `{queue}` may name.
 fn operators_only(doc: &mut OpenApi, queues: &[String]) {
-    let scheme = Http::builder()
-        .scheme(HttpAuthScheme::Bearer)
-        .description(Some("A token of `ORCHESTRATOR_ADMIN_TOKENS` (`Authorization: Bearer <token>`)"))
-        .build();
-    let components = doc.components.get_or_insert_with(Default::default);
-    components.security_schemes.insert(SECURITY_SCHEME.into(), SecurityScheme::Http(scheme));
+    infra::operators::document(doc, "ORCHESTRATOR_ADMIN_TOKENS");
     for operation in operations_mut(doc) {
-        operation.security = Some(vec![SecurityRequirement::new(SECURITY_SCHEME, Vec::<String>::new())]);
-        may_answer_problem(operation, 401, "No valid `Authorization: Bearer <token>` (`WWW-Authenticate: Bearer`)");
         let queue_parameters = operation.parameters.iter_mut().flatten();
         for parameter in queue_parameters.filter(|p| p.name == "queue" && matches!(p.parameter_in, ParameterIn::Path)) {
             if let Some(RefOr::T(Schema::Object(schema))) = parameter.schema.as_mut() {

@@ -118,8 +118,7 @@ impl Recorded {
         match *input {
             Input::Start => Recorded::of(EventType::SagaStarted, &started),
             Input::Reply { message_type, reply } => {
-                let body = serde_json::from_slice(&contracts::Message::encode(reply)).unwrap_or(Value::Null);
-                let p = ReplyReceived { message_type: message_type.to_owned(), reply: body, policy };
+                let p = ReplyReceived { message_type: message_type.to_owned(), reply: reply.to_json(), policy };
                 Recorded::of(EventType::ReplyReceived, &p)
             }
             Input::Timeout { attempt } => Recorded::of(EventType::DeadlinePassed, &DeadlinePassed { attempt, policy }),

@@ -3,12 +3,11 @@
 //! see `infra::openapi`).
 
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use infra::http::Problem;
 use infra::openapi::OpenApiRouter;
-use infra::paging::{Page, PageQuery};
+use infra::paging::{Page, PageQuery, Paged};
 use serde::Serialize;
 use sqlx::PgPool;
 use utoipa::ToSchema;
@@ -83,21 +82,15 @@ async fn one(State(pool): State<PgPool>, Path(sku): Path<String>) -> Response {
         (status = 400, description = "`after` is not a UUID or `limit` is out of range", body = Problem,
          content_type = "application/problem+json"),
     ))]
-async fn reservations(State(pool): State<PgPool>, query: Result<Query<PageQuery>, QueryRejection>) -> Response {
-    let Ok(Query(q)) = query else {
-        return Problem::bad_request("`after` must be a UUID and `limit` a number").into_response();
-    };
-    let limit = match q.limit() {
-        Ok(l) => l,
-        Err(p) => return p.into_response(),
-    };
+async fn reservations(State(pool): State<PgPool>, page: Paged) -> Response {
+    let Paged { after, limit } = page;
     let rows = sqlx::query_as::<_, ReservationLine>(
         "WITH o AS (SELECT DISTINCT order_id FROM reservations WHERE $1::uuid IS NULL OR order_id > $1
                     ORDER BY order_id LIMIT $2)
          SELECT r.order_id, r.sku, r.quantity, r.status FROM reservations r JOIN o USING (order_id)
          ORDER BY r.order_id, r.sku",
     )
-    .bind(q.after)
+    .bind(after)
     .bind(limit)
     .fetch_all(&pool)
     .await;

@@ -1,7 +1,7 @@
 //! The read models over HTTP, with their OpenAPI description: `GET /orders/{id}`,
 //! `GET /orders?customer_id=&status=&after=&limit=` (keyset paging by order id),
 //! `GET /reports/daily?from=&to=`; and the operator's `POST /admin/rebuild` and
-//! `GET /admin/rebuild` (bearer token, see [`crate::auth`]).
+//! `GET /admin/rebuild` (bearer token, see [`infra::operators`]).
 
 use std::collections::BTreeMap;
 
@@ -12,15 +12,14 @@ use axum::response::{IntoResponse, Response};
 use axum::{Json, middleware};
 use chrono::{DateTime, Days, NaiveDate, Utc};
 use infra::http::Problem;
-use infra::openapi::{OpenApiRouter, may_answer_problem, operations_mut};
+use infra::openapi::OpenApiRouter;
+use infra::operators::Operators;
 use infra::paging::Page;
 use serde::{Deserialize, Serialize};
-use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::auth::{self, Tokens};
 use crate::event::STATUSES;
 use crate::projector::{Projector, RebuildStatus};
 
@@ -57,7 +56,7 @@ struct ApiState {
     projector: Projector,
 }
 
-pub fn router(projector: Projector, tokens: Tokens) -> OpenApiRouter {
+pub fn router(projector: Projector, operators: Operators) -> OpenApiRouter {
     let state = ApiState { projector };
     let public = OpenApiRouter::new()
         .routes(routes!(one))
@@ -66,34 +65,10 @@ pub fn router(projector: Projector, tokens: Tokens) -> OpenApiRouter {
         .with_state(state.clone());
     let mut admin = OpenApiRouter::new()
         .routes(routes!(rebuild, rebuild_status))
-        .route_layer(middleware::from_fn_with_state(tokens, auth::authorize))
+        .route_layer(middleware::from_fn_with_state(operators, infra::operators::authorize))
         .with_state(state);
-    operators_only(admin.get_openapi_mut());
+    infra::operators::document(admin.get_openapi_mut(), "ORDERS_ADMIN_TOKENS");
     public.merge(admin)
-}
-
-/// The bearer scheme and the `401` of every operator route.
-fn operators_only(doc: &mut utoipa::openapi::OpenApi) {
-    let scheme = Http::builder()
-        .scheme(HttpAuthScheme::Bearer)
-        .description(Some("A token of `ORDERS_ADMIN_TOKENS` (`Authorization: Bearer <token>`)"))
-        .build();
-    let components = doc.components.get_or_insert_with(Default::default);
-    components.security_schemes.insert("operator_token".into(), SecurityScheme::Http(scheme));
-    for operation in operations_mut(doc) {
-        operation.security = Some(vec![SecurityRequirement::new("operator_token", Vec::<String>::new())]);
-        may_answer_problem(operation, 401, "No valid `Authorization: Bearer <token>` (`WWW-Authenticate: Bearer`)");
-    }
-}
-
-fn internal(e: &sqlx::Error) -> Response {
-    if infra::db::is_unavailable(e) {
-        tracing::warn!(error = %e, "database unavailable");
-        return Problem::unavailable("the database cannot be reached; try again shortly")
-            .retry_after(5)
-            .into_response();
-    }
-    Problem::internal(e).into_response()
 }
 
 /// One order's summary.
@@ -113,7 +88,7 @@ async fn one(State(s): State<ApiState>, id: Result<Path<Uuid>, PathRejection>) -
     match sqlx::query_as::<_, OrderSummary>(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&s.projector.pool).await {
         Ok(Some(o)) => Json(o).into_response(),
         Ok(None) => Problem::not_found(format!("no order {id}")).into_response(),
-        Err(e) => internal(&e),
+        Err(e) => Problem::from(e).into_response(),
     }
 }
 
@@ -185,7 +160,7 @@ async fn list(State(s): State<ApiState>, query: Result<Query<ListQuery>, QueryRe
             let (last, count) = (items.last().map(|o| o.order_id), items.len());
             Json(Page::of(items, last, count, limit)).into_response()
         }
-        Err(e) => internal(&e),
+        Err(e) => Problem::from(e).into_response(),
     }
 }
 
@@ -280,7 +255,7 @@ async fn daily(State(s): State<ApiState>, query: Result<Query<DailyQuery>, Query
     .await;
     let (sales, compensations) = match (sales, compensations) {
         (Ok(s), Ok(c)) => (s, c),
-        (Err(e), _) | (_, Err(e)) => return internal(&e),
+        (Err(e), _) | (_, Err(e)) => return Problem::from(e).into_response(),
     };
     let mut days: BTreeMap<NaiveDate, DailySales> = from
         .iter_days()

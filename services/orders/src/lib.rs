@@ -6,12 +6,11 @@
 //! Layout: [`event`] (a history event, decoded and validated), [`projection`] (applying one event
 //! in one transaction: position dedupe, per-order version order), [`handler`] (the live consumer's
 //! outcomes), [`feed`] (the orchestrator's feed), [`projector`] (lag poller, catch-up, rebuild),
-//! [`api`] (the read models over HTTP, the operator's rebuild), [`auth`] (operator tokens),
-//! [`metrics`]. [`OrdersSettings`] are read once at start; [`build`] assembles the process and
+//! [`api`] (the read models over HTTP, the operator's rebuild; operator tokens are
+//! [`infra::operators`]), [`metrics`]. [`OrdersSettings`] are read once at start; [`build`] assembles the process and
 //! [`rebuild`] is the `orders rebuild` command.
 
 pub mod api;
-pub mod auth;
 pub mod event;
 pub mod feed;
 pub mod handler;
@@ -28,10 +27,10 @@ pub use infra::platform::Application;
 use infra::platform::{Platform, StartupError};
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::Tokens;
 use crate::feed::Feed;
 use crate::metrics::OrdersMetrics;
 use crate::projector::{Projector, ReplayReport};
+use infra::operators::Operators;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -48,7 +47,7 @@ pub struct OrdersSettings {
     /// without it the feed answers 401 and the service is not ready.
     pub feed_token: Option<String>,
     /// `ORDERS_ADMIN_TOKENS`: who may rebuild (`name=token,...`); none: the endpoint answers 401.
-    pub admin_tokens: Tokens,
+    pub admin_tokens: Operators,
     /// `ORDERS_LAG_THRESHOLD`: readiness fails above this many events behind the head (default 1000).
     pub lag_threshold: i64,
     /// `ORDERS_FEED_POLL_INTERVAL_MS`: how often the head is read and the lag measured (default 2000).
@@ -82,11 +81,7 @@ impl OrdersSettings {
             return Err(env.invalid("ORCHESTRATOR_URL", "must start with http:// or https://"));
         }
         let feed_token = Some(env.string("FEED_TOKEN", "")).filter(|t| !t.trim().is_empty());
-        let admin_tokens = Tokens::parse(&env.string("ADMIN_TOKENS", "")).map_err(|message| ConfigError {
-            var: "ORDERS_ADMIN_TOKENS".into(),
-            value: "***".into(),
-            message,
-        })?;
+        let admin_tokens = Operators::from_env(&env)?;
         Ok(OrdersSettings {
             common: Settings::from_env("orders", DEFAULT_PORT)?,
             orchestrator_url,
@@ -106,7 +101,7 @@ impl OrdersSettings {
             common,
             orchestrator_url: orchestrator_url.to_owned(),
             feed_token: feed_token.map(str::to_owned),
-            admin_tokens: Tokens::parse(admin).unwrap_or_default(),
+            admin_tokens: Operators::parse(admin, "ORDERS_ADMIN_TOKENS").unwrap_or_default(),
             lag_threshold: 1000,
             poll_interval: Duration::from_millis(200),
             catch_up_after: Duration::from_secs(2),

@@ -3,13 +3,12 @@
 
 use axum::Json;
 use axum::extract::rejection::PathRejection;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use infra::http::Problem;
 use infra::openapi::OpenApiRouter;
-use infra::paging::{Page, PageQuery};
+use infra::paging::{Page, PageQuery, Paged};
 use serde::Serialize;
 use sqlx::PgPool;
 use utoipa::ToSchema;
@@ -69,19 +68,13 @@ async fn one(State(pool): State<PgPool>, id: Result<Path<Uuid>, PathRejection>) 
         (status = 400, description = "`after` is not a UUID or `limit` is out of range", body = Problem,
          content_type = "application/problem+json"),
     ))]
-async fn list(State(pool): State<PgPool>, query: Result<Query<PageQuery>, QueryRejection>) -> Response {
-    let Ok(Query(q)) = query else {
-        return Problem::bad_request("`after` must be a UUID and `limit` a number").into_response();
-    };
-    let limit = match q.limit() {
-        Ok(l) => l,
-        Err(p) => return p.into_response(),
-    };
+async fn list(State(pool): State<PgPool>, page: Paged) -> Response {
+    let Paged { after, limit } = page;
     let rows = sqlx::query_as::<_, Shipment>(
         "SELECT order_id, shipment_id, tracking_number, country, status, reason, created_at, updated_at
          FROM shipments WHERE $1::uuid IS NULL OR order_id > $1 ORDER BY order_id LIMIT $2",
     )
-    .bind(q.after)
+    .bind(after)
     .bind(limit)
     .fetch_all(&pool)
     .await;
