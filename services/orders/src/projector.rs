@@ -6,7 +6,6 @@
 //! rebuild may run at once: the position dedupe and the per-order version check make each event
 //! count once whoever applies it first.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -80,8 +79,8 @@ pub struct Projector {
     /// Readiness fails when the lag is above this many events.
     pub lag_threshold: i64,
     seen: Arc<Mutex<Seen>>,
+    /// Also the one "a rebuild runs" flag: `running`, set and checked under this lock.
     rebuild: Arc<Mutex<RebuildStatus>>,
-    rebuilding: Arc<AtomicBool>,
     requested: Arc<Notify>,
 }
 
@@ -94,7 +93,6 @@ impl Projector {
             lag_threshold,
             seen: Arc::default(),
             rebuild: Arc::default(),
-            rebuilding: Arc::default(),
             requested: Arc::default(),
         }
     }
@@ -191,16 +189,22 @@ impl Projector {
 
     /// Ask the rebuild job for a rebuild; `false` if one runs already.
     pub fn request_rebuild(&self) -> bool {
-        if self.rebuilding.swap(true, Ordering::SeqCst) {
+        let mut status = lock(&self.rebuild);
+        if status.running {
             return false;
         }
-        *lock(&self.rebuild) = RebuildStatus { running: true, started_at: Some(Utc::now()), ..Default::default() };
+        *status = RebuildStatus { running: true, started_at: Some(Utc::now()), ..Default::default() };
+        drop(status);
         self.requested.notify_one();
         true
     }
 
     pub fn rebuild_status(&self) -> RebuildStatus {
         lock(&self.rebuild).clone()
+    }
+
+    fn rebuild_running(&self) -> bool {
+        lock(&self.rebuild).running
     }
 
     /// The rebuild job: runs each requested rebuild until `token` is cancelled.
@@ -218,8 +222,6 @@ impl Projector {
                 Ok(report) => status.report = Some(report),
                 Err(e) => status.error = Some(e.to_string()),
             }
-            drop(status);
-            self.rebuilding.store(false, Ordering::SeqCst);
         }
     }
 
@@ -259,7 +261,7 @@ impl Projector {
         let mut stuck: Option<(i64, Instant)> = None;
         loop {
             match self.poll().await {
-                Ok((head, watermark)) if watermark < head && !self.rebuilding.load(Ordering::SeqCst) => {
+                Ok((head, watermark)) if watermark < head && !self.rebuild_running() => {
                     let since = match stuck {
                         Some((w, since)) if w == watermark => since,
                         _ => Instant::now(),
@@ -287,7 +289,7 @@ impl Projector {
     /// The readiness entry: ready while the feed answers and the lag is at most the threshold.
     pub fn readiness(&self) -> Result<Value, Value> {
         let seen = lock(&self.seen).clone();
-        let rebuilding = self.rebuilding.load(Ordering::SeqCst);
+        let rebuilding = self.rebuild_running();
         let threshold = self.lag_threshold;
         match (seen.head, seen.feed_error) {
             (_, Some(error)) => Err(json!({"status": "feed_unreachable", "error": error, "watermark": seen.watermark,
