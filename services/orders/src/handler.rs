@@ -37,15 +37,13 @@ impl DeliveryHandler for HistoryHandler {
         };
         let mut pause = GAP_FIRST_PAUSE;
         for check in 0..=GAP_CHECKS {
-            match projection::apply(&self.pool, &event).await {
+            match projection::apply_counted(&self.pool, &self.metrics, &event, "consumer", check == 0).await {
                 Ok(Applied::Applied { .. }) => {
-                    self.metrics.applied.with_label_values(&[event.kind.label(), "consumer"]).inc();
                     tracing::debug!(position = event.position, order_id = %event.order_id, version = event.version,
                                     event_type = event.kind.name(), "applied");
                     return Outcome::Ack;
                 }
                 Ok(Applied::Duplicate) => {
-                    self.metrics.duplicates.with_label_values(&["consumer"]).inc();
                     tracing::debug!(position = event.position, order_id = %event.order_id, "already applied");
                     return Outcome::Ack;
                 }
@@ -58,9 +56,6 @@ impl DeliveryHandler for HistoryHandler {
                     };
                 }
                 Ok(Applied::Gap { .. }) => {
-                    if check == 0 {
-                        self.metrics.gaps.with_label_values(&["consumer"]).inc();
-                    }
                     tokio::time::sleep(pause).await;
                     pause *= 2;
                 }

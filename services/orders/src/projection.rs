@@ -14,6 +14,7 @@ use chrono::NaiveDate;
 use sqlx::{PgConnection, PgPool};
 
 use crate::event::Event;
+use crate::metrics::OrdersMetrics;
 
 /// What applying an event did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +41,26 @@ pub async fn apply(pool: &PgPool, event: &Event) -> Result<Applied, sqlx::Error>
     match applied {
         Applied::Gap { .. } => tx.rollback().await?,
         _ => tx.commit().await?,
+    }
+    Ok(applied)
+}
+
+/// [`apply`], counted in `metrics` under `source` (`consumer` or `feed`): an applied event by its
+/// type, a duplicate, a gap. A gap is counted when first seen: `first_check` is false when the
+/// caller checks again an event that was a gap (the same gap).
+pub async fn apply_counted(
+    pool: &PgPool,
+    metrics: &OrdersMetrics,
+    event: &Event,
+    source: &'static str,
+    first_check: bool,
+) -> Result<Applied, sqlx::Error> {
+    let applied = apply(pool, event).await?;
+    match &applied {
+        Applied::Applied { .. } => metrics.applied.with_label_values(&[event.kind.label(), source]).inc(),
+        Applied::Duplicate => metrics.duplicates.with_label_values(&[source]).inc(),
+        Applied::Gap { .. } if first_check => metrics.gaps.with_label_values(&[source]).inc(),
+        Applied::Gap { .. } => {}
     }
     Ok(applied)
 }

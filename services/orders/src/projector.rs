@@ -2,9 +2,9 @@
 //! the watermark, catch-up of positions that never arrived), replays through the feed, and the
 //! rebuild (drop the projections, replay from position 0).
 //!
-//! Every path applies events with [`projection::apply`], so the live consumer, a catch-up and a
-//! rebuild may run at once: the position dedupe and the per-order version check make each event
-//! count once whoever applies it first.
+//! Every path applies events with [`projection::apply_counted`], so the live consumer, a catch-up
+//! and a rebuild may run at once: the position dedupe and the per-order version check make each
+//! event count once whoever applies it first.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -120,17 +120,10 @@ impl Projector {
             report.head = page.head;
             let Some(last) = page.events.last().map(|e| e.position) else { return Ok(report) };
             for event in &page.events {
-                match projection::apply(&self.pool, event).await? {
-                    Applied::Applied { .. } => {
-                        report.applied += 1;
-                        self.metrics.applied.with_label_values(&[event.kind.label(), "feed"]).inc();
-                    }
-                    Applied::Duplicate => {
-                        report.duplicates += 1;
-                        self.metrics.duplicates.with_label_values(&["feed"]).inc();
-                    }
+                match projection::apply_counted(&self.pool, &self.metrics, event, "feed", true).await? {
+                    Applied::Applied { .. } => report.applied += 1,
+                    Applied::Duplicate => report.duplicates += 1,
                     Applied::Gap { expected } => {
-                        self.metrics.gaps.with_label_values(&["feed"]).inc();
                         return Err(ReplayError::Gap {
                             order_id: event.order_id,
                             position: event.position,
