@@ -8,7 +8,7 @@
 //! order, without gaps. Within a saga, an append only succeeds after the one before it committed,
 //! so numbering in row order keeps each stream's order.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use contracts::Meta;
@@ -72,37 +72,39 @@ impl Sequencer {
         }
     }
 
-    /// Number one batch of committed events and queue them; returns how many.
+    /// Number one batch of committed events and queue them; returns how many. Four round trips:
+    /// the lock, numbering (one statement that reads the head and the oldest unnumbered rows and
+    /// returns them numbered), the outbox insert, the commit.
     pub async fn sequence(&self) -> Result<usize, sqlx::Error> {
+        static NUMBER: LazyLock<String> = LazyLock::new(|| {
+            let returning: Vec<String> = COLUMNS.split(", ").map(|c| format!("e.{c}")).collect();
+            format!(
+                "WITH head AS (SELECT coalesce(max(position), 0) AS h FROM saga_events),
+                      next AS (SELECT id, row_number() OVER (ORDER BY id) AS n
+                               FROM (SELECT id FROM saga_events WHERE position IS NULL ORDER BY id LIMIT $1) AS pending)
+                 UPDATE saga_events e SET position = head.h + next.n FROM head, next WHERE e.id = next.id
+                 RETURNING {}",
+                returning.join(", ")
+            )
+        });
         let mut tx = self.pool.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(LOCK_KEY).execute(&mut *tx).await?;
-        let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM saga_events WHERE position IS NULL ORDER BY id LIMIT $1"
-        )))
-        .bind(BATCH)
-        .fetch_all(&mut *tx)
-        .await?;
+        let mut rows: Vec<Row> =
+            sqlx::query_as(sqlx::AssertSqlSafe(NUMBER.as_str())).bind(BATCH).fetch_all(&mut *tx).await?;
         if rows.is_empty() {
             return Ok(0);
         }
-        let head = super::feed::head(&mut *tx).await?;
-        let positions: Vec<i64> = (head + 1..).take(rows.len()).collect();
-        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-        sqlx::query(
-            "UPDATE saga_events e SET position = u.p FROM unnest($1::int8[], $2::int8[]) AS u(id, p) WHERE e.id = u.id",
-        )
-        .bind(&ids)
-        .bind(&positions)
-        .execute(&mut *tx)
-        .await?;
-        let messages: Vec<Outgoing> = rows.iter().zip(&positions).map(|(row, &p)| self.message(row, p)).collect();
+        rows.sort_by_key(|r| r.position);
+        let head = rows.last().and_then(|r| r.position).unwrap_or_default();
+        let messages: Vec<Outgoing> =
+            rows.iter().map(|row| self.message(row, row.position.unwrap_or_default())).collect();
         outbox::enqueue(&mut tx, &messages).await?;
         tx.commit().await?;
         for m in &messages {
             let t = m.routing_key.strip_prefix(contracts::history::ROUTING_PREFIX).unwrap_or(&m.routing_key);
             self.metrics.history_sequenced.with_label_values(&[t]).inc();
         }
-        self.metrics.history_head.set(head + rows.len() as i64);
+        self.metrics.history_head.set(head);
         Ok(rows.len())
     }
 

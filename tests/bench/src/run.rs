@@ -25,8 +25,8 @@ use crate::probes::{Counters, Probes};
 use crate::report::{Figures, Report, RunSettings};
 
 /// The executables of the platform (`infra/dev up` runs them under these names).
-pub const PLATFORM_EXECUTABLES: [&str; 6] =
-    ["orchestrator", "inventory", "payment", "shipping", "notification", "outside"];
+pub const PLATFORM_EXECUTABLES: [&str; 7] =
+    ["orchestrator", "inventory", "payment", "shipping", "notification", "orders", "outside"];
 
 /// The platform's processes, the broker and the database count in its CPU; the generator does not.
 pub fn platform_groups() -> Vec<Group> {
