@@ -1,19 +1,23 @@
 //! The event store on a whole platform: every event gets a gap-free global position in commit
 //! order and is published on `saga.events` and served by `GET /events` in stream order per order;
 //! appends that race get a conflict and the engine decides again; `GET /sagas/{id}?at=` folds the
-//! saga as it was; a stream written under an old schema is read by this build.
+//! saga as it was; a stream written under an old schema is read by this build, and a read
+//! projection rebuilt over it.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use contracts::history::{FeedPage, HistoryEvent};
 use contracts::topology::EVENTS_EXCHANGE;
+use contracts::topology::Role;
 use e2e::{Service, TestConfig, TestPlatform, order};
 use infra::amqp::Broker;
-use infra::testing::{Tap, eventually};
+use infra::config::Settings;
+use infra::testing::{Tap, TestDb, eventually};
 use orchestrator::history::Recorded;
 use orchestrator::store::{self, StoreError, TimelineEntry};
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -175,7 +179,7 @@ async fn a_second_append_at_the_same_version_is_a_conflict_and_racing_inputs_are
 }
 
 #[tokio::test]
-async fn a_stream_written_under_an_old_schema_is_read_by_this_build() {
+async fn a_stream_written_under_an_old_schema_is_read_by_this_build_and_a_projection_is_rebuilt_over_it() {
     let p = TestPlatform::new(TestConfig::default()).await;
     p.start(Service::Orchestrator).await;
     let pool = sqlx::PgPool::connect(p.database_url(Service::Orchestrator)).await.unwrap();
@@ -217,5 +221,22 @@ async fn a_stream_written_under_an_old_schema_is_read_by_this_build() {
     .await;
     assert_eq!(page.schema_version, 2, "upcast on the way out");
     assert_eq!(page.payload["total_cents"], 2100);
+
+    // A read projection rebuilt from zero over the feed (the `orders rebuild` command) holds the
+    // old order with the total the upcaster gave it.
+    let db = TestDb::create("orders_old").await;
+    let token = "alice-secret-token";
+    let common = Settings::for_tests("orders", p.users.amqp_url(Role::Orders), &db.url);
+    let settings = orders::OrdersSettings::for_tests(common, &base, Some(token), p.config.admin_tokens);
+    orders::rebuild(settings, CancellationToken::new()).await.expect("the rebuild runs to its end");
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let (total, status): (Option<i64>, String) =
+        sqlx::query_as("SELECT total_cents, status FROM order_summaries WHERE order_id = $1")
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .expect("the old order is projected");
+    assert_eq!((total, status.as_str()), (Some(2100), "RUNNING"));
+    pool.close().await;
     p.shutdown().await;
 }
