@@ -338,6 +338,11 @@ impl Cluster {
         Service::ALL.into_iter().flat_map(|s| self.ids(s)).collect()
     }
 
+    /// The broker roles of the platform services it runs.
+    pub fn roles(&self) -> Vec<contracts::topology::Role> {
+        Service::ALL.into_iter().filter(|&s| !self.ids(s).is_empty()).map(Service::role).collect()
+    }
+
     /// Base URLs of the instances of `service`, in start order.
     pub fn urls(&self, service: Service) -> Vec<String> {
         self.ids(service).into_iter().filter_map(|id| self.instance(id).ok().map(|i| i.url.clone())).collect()

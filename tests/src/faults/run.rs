@@ -100,6 +100,7 @@ async fn drive(
         orchestrator: orchestrators.first().cloned().unwrap_or_default(),
         instances,
         broker: Broker::new(&platform.vhost.amqp_url, 1, "saga-faults probe")?,
+        roles: cluster.roles(),
     };
     let (drained, busy) = settle::settle(&probe, profile.settle_timeout).await;
     sampler.stop().await;
@@ -162,7 +163,8 @@ async fn gather(
     {
         summary.notes.push(format!("saga {} is {} (incident: {}): {}", row.id, row.status, row.incident, row.detail));
     }
-    summary.dead_letters = settle::depth(&probe.broker, |r| r == contracts::topology::QueueRole::DeadLetter).await?;
+    summary.dead_letters =
+        settle::depth(&probe.broker, &probe.roles, |r| r == contracts::topology::QueueRole::DeadLetter).await?;
     let (audited, violations) = settle::audit(&probe.http, &probe.orchestrator).await?;
     (summary.audited, summary.violations) = (audited, violations);
     let running: Vec<(Service, String)> =

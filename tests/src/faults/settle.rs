@@ -1,7 +1,7 @@
 //! After the faults: wait until the platform is quiet, then read its end state.
 //!
-//! Quiet means: no saga `RUNNING` or `COMPENSATING`; every consuming and retry queue of the run's
-//! vhost empty (dead-letter queues are counted, not waited for); no delivery in flight and every
+//! Quiet means: no saga `RUNNING` or `COMPENSATING`; every consuming and retry queue of the roles
+//! the cluster runs empty (dead-letter queues are counted, not waited for); no delivery in flight and every
 //! outbox empty in every instance (`saga_consumer_in_flight`, `saga_outbox_pending_rows`); all of
 //! it seen twice, a second apart (the outbox gauge is sampled each second). Late duplicates still
 //! queued when the last saga ended are thus handled before the audit reads the participants.
@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use contracts::topology::{QueueRole, QueueType, Topology};
+use contracts::topology::{Queue, QueueRole, QueueType, Role, Topology};
 use infra::amqp::Broker;
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
@@ -29,6 +29,8 @@ pub struct Probe {
     pub instances: Vec<String>,
     /// Guest on the run's vhost.
     pub broker: Broker,
+    /// The roles the cluster runs: only their queues are waited on and counted.
+    pub roles: Vec<Role>,
 }
 
 /// What is still going on.
@@ -80,7 +82,7 @@ async fn look(probe: &Probe) -> anyhow::Result<Busy> {
         let page = get(&probe.http, &format!("{}/sagas?status={status}&limit=500", probe.orchestrator)).await?;
         busy.unfinished += page["items"].as_array().map_or(0, |a| a.len() as u64);
     }
-    busy.queued = depth(&probe.broker, |role| role != QueueRole::DeadLetter).await?;
+    busy.queued = depth(&probe.broker, &probe.roles, |role| role != QueueRole::DeadLetter).await?;
     for base in &probe.instances {
         let text = scrape(&probe.http, base).await.ok_or_else(|| anyhow::anyhow!("{base}/metrics does not answer"))?;
         busy.in_flight += sum_series(&text, "saga_consumer_in_flight", None);
@@ -89,22 +91,31 @@ async fn look(probe: &Probe) -> anyhow::Result<Busy> {
     Ok(busy)
 }
 
-/// Messages ready in the platform's queues whose role `wanted` accepts. The read side's queues
-/// (`orders.history` and its own) are left out: the fault cluster runs no read side, so the
-/// history the orchestrator publishes rests there, and it is no work of the saga platform's.
-pub async fn depth(broker: &Broker, wanted: impl Fn(QueueRole) -> bool) -> anyhow::Result<u64> {
+/// Messages ready in the queues of `roles` (see [`queues_of`]) whose queue role `wanted` accepts.
+pub async fn depth(broker: &Broker, roles: &[Role], wanted: impl Fn(QueueRole) -> bool) -> anyhow::Result<u64> {
     let channel = broker.channel().await?;
     let passive = QueueDeclareOptions { passive: true, ..Default::default() };
     let mut sum = 0;
-    let read_side = |q: &&contracts::topology::Queue| {
-        q.name == contracts::topology::ORDERS_QUEUE || q.owner.as_deref() == Some(contracts::topology::ORDERS_QUEUE)
-    };
-    for q in Topology::new(QueueType::Classic, 5).queues.iter().filter(|q| wanted(q.role) && !read_side(q)) {
+    for q in queues_of(&Topology::new(QueueType::Classic, 5), roles).iter().filter(|q| wanted(q.role)) {
         let declared = channel.queue_declare(q.name.as_str().into(), passive, FieldTable::default()).await?;
         sum += u64::from(declared.message_count());
     }
     let _ = channel.close(200, "done".into()).await;
     Ok(sum)
+}
+
+/// The queues of `roles`: among the queues each role declares, its consuming queue and those
+/// that belong to it (its `.dlq` and `.retry`). A queue of a role the cluster does not run (the
+/// read side's `orders.history`, where the history the orchestrator publishes rests) is no work
+/// of the cluster's.
+pub fn queues_of(topology: &Topology, roles: &[Role]) -> Vec<Queue> {
+    roles
+        .iter()
+        .flat_map(|&role| {
+            let part = topology.for_role(role);
+            part.queues.into_iter().filter(move |q| q.owner.as_deref().unwrap_or(&q.name) == role.queue())
+        })
+        .collect()
 }
 
 async fn get(http: &reqwest::Client, url: &str) -> anyhow::Result<Value> {
@@ -160,4 +171,28 @@ pub async fn audit(http: &reqwest::Client, orchestrator: &str) -> anyhow::Result
     anyhow::ensure!(status.is_success(), "the auditor answered {status}: {report}");
     let violations = report["violations"].as_array().cloned().unwrap_or_default();
     Ok((report["checked"].as_u64().unwrap_or(0), violations))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use contracts::topology::ORDERS_QUEUE;
+
+    #[test]
+    fn the_queues_of_the_platform_roles_are_every_queue_but_the_read_sides() {
+        let topology = Topology::new(QueueType::Classic, 5);
+        let platform = [Role::Orchestrator, Role::Inventory, Role::Payment, Role::Shipping, Role::Notification];
+        let mut got: Vec<String> = queues_of(&topology, &platform).into_iter().map(|q| q.name).collect();
+        let mut want: Vec<String> = topology
+            .queues
+            .iter()
+            .filter(|q| q.name != ORDERS_QUEUE && q.owner.as_deref() != Some(ORDERS_QUEUE))
+            .map(|q| q.name.clone())
+            .collect();
+        got.sort();
+        want.sort();
+        assert_eq!(got, want);
+        let every: Vec<String> = queues_of(&topology, &Role::ALL).into_iter().map(|q| q.name).collect();
+        assert_eq!(every.len(), topology.queues.len(), "each queue is one role's: {every:?}");
+    }
 }
