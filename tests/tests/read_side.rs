@@ -10,7 +10,6 @@ use e2e::{Service, TestConfig, TestPlatform, order};
 use infra::config::Settings;
 use infra::testing::{TestDb, eventually, spawn_app};
 use serde_json::Value;
-use sqlx::PgPool;
 use uuid::Uuid;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -29,21 +28,6 @@ fn read_side_settings(p: &TestPlatform, database_url: &str) -> orders::OrdersSet
         Some(operator_token(p)),
         p.config.admin_tokens,
     )
-}
-
-/// What a projection holds, row by row, in a fixed order (apply times left out).
-async fn snapshot(db: &PgPool) -> Vec<String> {
-    let mut rows = Vec::new();
-    for sql in [
-        "SELECT row_to_json(s)::text FROM (SELECT * FROM order_summaries ORDER BY order_id) s",
-        "SELECT row_to_json(s)::text FROM (SELECT * FROM daily_sales ORDER BY day, currency) s",
-        "SELECT row_to_json(s)::text FROM (SELECT * FROM daily_compensations ORDER BY day, reason) s",
-        "SELECT row_to_json(s)::text FROM (SELECT position, order_id, version, event_type FROM applied_events \
-         ORDER BY position) s",
-    ] {
-        rows.extend(sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql)).fetch_all(db).await.expect("rows"));
-    }
-    rows
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,7 +101,8 @@ async fn the_read_side_follows_the_event_store_and_a_rebuild_during_orders_equal
         .expect("built from the feed");
     assert_eq!((report.position, report.head), (head, head), "nothing new since: {report:?}");
     let once = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&once_db.url).await.expect("db");
-    let (a, b) = (snapshot(&live).await, snapshot(&once).await);
+    let (a, b) =
+        (orders::projection::rows(&live).await.expect("rows"), orders::projection::rows(&once).await.expect("rows"));
     assert!(a.len() > ids.len(), "summaries, daily rows and applied positions: {}", a.len());
     assert_eq!(a.len(), b.len(), "as many rows");
     for (x, y) in a.iter().zip(&b) {

@@ -207,3 +207,22 @@ pub async fn advance_watermark(pool: &PgPool) -> Result<i64, sqlx::Error> {
     tx.commit().await?;
     Ok(moved.unwrap_or(watermark))
 }
+
+/// What the projections hold, row by row as JSON text, in a fixed order: the summaries by order,
+/// the daily sales by day and currency, the daily compensations by day and reason, then the
+/// applied positions (without their apply times). Projections of the same events have the same
+/// rows, however they were built (how a rebuild is compared with a projection never rebuilt).
+pub async fn rows(pool: &PgPool) -> Result<Vec<String>, sqlx::Error> {
+    const TABLES: [&str; 4] = [
+        "SELECT row_to_json(s)::text FROM (SELECT * FROM order_summaries ORDER BY order_id) s",
+        "SELECT row_to_json(s)::text FROM (SELECT * FROM daily_sales ORDER BY day, currency) s",
+        "SELECT row_to_json(s)::text FROM (SELECT * FROM daily_compensations ORDER BY day, reason) s",
+        "SELECT row_to_json(s)::text FROM (SELECT position, order_id, version, event_type FROM applied_events \
+         ORDER BY position) s",
+    ];
+    let mut rows = Vec::new();
+    for sql in TABLES {
+        rows.extend(sqlx::query_scalar::<_, String>(sql).fetch_all(pool).await?);
+    }
+    Ok(rows)
+}

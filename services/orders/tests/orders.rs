@@ -4,9 +4,11 @@
 //! readiness; catch-up of events that never arrived; and a rebuild during a load that ends equal,
 //! row by row, to a projection that was never rebuilt.
 //!
-//! The feed: until the orchestrator serves `GET /events`, a stand-in [`Store`] serves exactly the
-//! contract's `FeedPage` of `contracts::history::HistoryEvent`s (the broker and the databases are
-//! the real ones).
+//! The feed: a stand-in [`Store`] serves exactly the contract's `FeedPage` of
+//! `contracts::history::HistoryEvent`s, so that each test writes the history it needs (events out
+//! of order, events that never reach the queue) without running sagas; the orchestrator's own
+//! `GET /events` feeds the read side in `tests/tests/read_side.rs`. The broker and the databases
+//! are the real ones.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -419,23 +421,6 @@ async fn without_the_feed_the_service_is_not_ready_and_says_why() {
     side.stop().await;
 }
 
-/// What a projection holds, row by row, in a fixed order (apply times left out).
-async fn snapshot(db: &PgPool) -> Vec<String> {
-    let mut rows: Vec<String> =
-        sqlx::query_scalar("SELECT row_to_json(s)::text FROM (SELECT * FROM order_summaries ORDER BY order_id) s")
-            .fetch_all(db)
-            .await
-            .unwrap();
-    for sql in [
-        "SELECT row_to_json(s)::text FROM (SELECT * FROM daily_sales ORDER BY day, currency) s",
-        "SELECT row_to_json(s)::text FROM (SELECT * FROM daily_compensations ORDER BY day, reason) s",
-        "SELECT row_to_json(s)::text FROM (SELECT position, order_id, version, event_type FROM applied_events ORDER BY position) s",
-    ] {
-        rows.extend(sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql)).fetch_all(db).await.unwrap());
-    }
-    rows
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebuild_during_a_load_ends_equal_row_by_row_to_a_projection_never_rebuilt() {
     let store = Store::default();
@@ -524,7 +509,8 @@ async fn a_rebuild_during_a_load_ends_equal_row_by_row_to_a_projection_never_reb
     for side in [&live, &rebuilt] {
         eventually("caught up with the head", WAIT, || async { (side.watermark().await == head).then_some(()) }).await;
     }
-    let (a, b) = (snapshot(&live.db).await, snapshot(&rebuilt.db).await);
+    let (a, b) =
+        (orders::projection::rows(&live.db).await.unwrap(), orders::projection::rows(&rebuilt.db).await.unwrap());
     assert_eq!(a.len(), b.len(), "as many rows");
     for (x, y) in a.iter().zip(&b) {
         assert_eq!(x, y, "the rebuilt projection equals the live one row by row");
