@@ -88,8 +88,9 @@ pub struct Event {
     pub started: Option<Started>,
 }
 
+/// An event as it travels (a message body, one event of a feed page), before validation.
 #[derive(Deserialize)]
-struct Wire {
+pub(crate) struct Wire {
     position: i64,
     order_id: Uuid,
     version: i64,
@@ -132,7 +133,8 @@ impl Event {
         Event::from_wire(serde_json::from_value(value)?)
     }
 
-    fn from_wire(w: Wire) -> Result<Event, EventError> {
+    /// Validate an event decoded from the wire.
+    pub(crate) fn from_wire(w: Wire) -> Result<Event, EventError> {
         let invalid = |message: String| EventError::Invalid { position: w.position, message };
         if w.position < 1 {
             return Err(invalid(format!("position must be at least 1, got {}", w.position)));
@@ -170,8 +172,7 @@ impl Event {
 
 /// The order of a `saga.started` payload; its total when the payload has none (schema 1).
 fn started(payload: &Value) -> Result<Started, String> {
-    let p: StartedPayload =
-        serde_json::from_value(payload.clone()).map_err(|e| format!("saga.started payload without its order: {e}"))?;
+    let p = StartedPayload::deserialize(payload).map_err(|e| format!("saga.started payload without its order: {e}"))?;
     let mut item_count = 0i64;
     let mut total = 0i64;
     for (i, item) in p.order.items.iter().enumerate() {

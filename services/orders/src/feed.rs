@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::event::{Event, EventError};
+use crate::event::{Event, EventError, Wire};
 
 /// Why the feed could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -44,9 +44,10 @@ pub struct Page {
     pub head: i64,
 }
 
+/// A page as it travels: its events straight in the wire type, or (see [`Feed::page`]) as values.
 #[derive(Deserialize)]
-struct WirePage {
-    events: Vec<Value>,
+struct WirePage<E> {
+    events: Vec<E>,
     head: i64,
 }
 
@@ -88,11 +89,19 @@ impl Feed {
             return Err(FeedError::Status { status: status.as_u16(), body });
         }
         let bytes = response.bytes().await.map_err(unreachable)?;
-        let page: WirePage = serde_json::from_slice(&bytes).map_err(|e| FeedError::Decode(e.to_string()))?;
-        let events = page.events.into_iter().map(Event::from_value).collect::<Result<Vec<_>, _>>()?;
+        let (events, head) = match serde_json::from_slice::<WirePage<Wire>>(&bytes) {
+            Ok(page) => (page.events.into_iter().map(Event::from_wire).collect::<Result<Vec<_>, _>>()?, page.head),
+            // Read again as values, only to tell a body that is not a page from an event of the
+            // page that is not an event, with the same errors as ever.
+            Err(_) => {
+                let page: WirePage<Value> =
+                    serde_json::from_slice(&bytes).map_err(|e| FeedError::Decode(e.to_string()))?;
+                (page.events.into_iter().map(Event::from_value).collect::<Result<Vec<_>, _>>()?, page.head)
+            }
+        };
         if let Some(w) = events.windows(2).find(|w| w[1].position <= w[0].position) {
             return Err(FeedError::Decode(format!("positions out of order: {} then {}", w[0].position, w[1].position)));
         }
-        Ok(Page { events, head: page.head })
+        Ok(Page { events, head })
     }
 }
